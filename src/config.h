@@ -1,0 +1,74 @@
+/*
+ * config.h - petrel.conf: "key = value" lines, '#' comments. One table in
+ * config.c declares every key with its default and bounds; unknown keys,
+ * bad values and duplicates are errors naming file:line and the key.
+ */
+#ifndef PETREL_CONFIG_H
+#define PETREL_CONFIG_H
+
+#include <stdint.h>
+#include "limits.h"
+
+/* A listener setting: a comma/space separated list of HOST:PORT, with IPv6
+ * hosts in brackets ("127.0.0.1:587, [::1]:587"). Empty value = off. */
+struct conf_listen {
+	int	 n;
+	char	*host[LISTEN_ADDRS_MAX];	/* without brackets */
+	char	*port[LISTEN_ADDRS_MAX];
+};
+
+struct petrel_conf {
+	char		*path;			/* file it was read from */
+	char		*hostname;		/* default: gethostname() */
+	char		*data_dir;		/* default: /var/lib/petrel */
+	struct conf_listen listen_submission;	/* 127.0.0.1:587 */
+	struct conf_listen listen_submissions;	/* 127.0.0.1:465 */
+	struct conf_listen listen_relay;	/* 127.0.0.1:25 */
+	struct conf_listen listen_http;		/* off */
+	char		*tls_cert;
+	char		*tls_key;
+	char		*user;			/* drop privileges to this user */
+	char		*resolver;		/* IP:PORT, NULL = resolv.conf */
+	char		*resolver_addr;		/* resolver's IP, no brackets */
+	int		 resolver_port;		/* resolver's port, 53 if none */
+	int		 smtp_remote_port;	/* 25 */
+	char		*smtp_bind_address;
+	char		*managed_zone;		/* petrel.invalid */
+	char		*spf_include;
+	long		 retry_schedule[RETRY_SCHEDULE_MAX];	/* seconds */
+	int		 retry_schedule_n;
+	long		 queue_lifetime;	/* seconds, 5d */
+	uint64_t	 max_message_size;	/* bytes, 35M */
+	unsigned	 max_recipients;	/* 1000 */
+	char		*arc_domain;
+	char		*arc_selector;
+	char		*arc_key_file;
+	int		 log_level;		/* enum log_level */
+	/* additions beyond the foundation issue */
+	unsigned	 max_connections;	/* total inbound, 20000 */
+	unsigned	 max_connections_per_ip;	/* 100 */
+	uint64_t	 store_map_size;	/* LMDB map size, 8G */
+	/* inbound SMTP (smtp_server.c) */
+	long		 smtpd_timeout;		/* per command deadline, 300s */
+	long		 smtpd_data_timeout;	/* whole DATA/BDAT phase, 600s */
+	int		 smtpd_greet_delay_ms;	/* pregreet wait, 0 */
+	unsigned	 smtpd_auth_fail_limit;	/* failed AUTHs per IP per minute, 5 */
+};
+
+/* config_init - fill in the defaults */
+void config_init(struct petrel_conf *);
+/* config_load - read path over the defaults; on error *err_r is a malloc'd
+ * "file:line: key: reason" message and -1 is returned. */
+int config_load(const char *path, struct petrel_conf *, char **err_r);
+/* config_free - free every string and listener entry; zeroes the struct */
+void config_free(struct petrel_conf *);
+/* config_parse_listen - parse a listener value into l (exposed for tests).
+ * l must be zeroed or hold an earlier result: on success its old entries are
+ * freed and replaced; on error l is unchanged. Host "*" means all IPv4 and
+ * IPv6 addresses; ports are stored as decimal strings. */
+int config_parse_listen(const char *value, struct conf_listen *l,
+    const char **err_r);
+/* default config path */
+#define PETREL_CONF_DEFAULT PETREL_SYSCONFDIR "/petrel.conf"
+
+#endif
