@@ -1,0 +1,31 @@
+/*
+ * netaddr.h - IPv4/IPv6 CIDR parsing, canonical printing and matching.
+ */
+#ifndef PETREL_NETADDR_H
+#define PETREL_NETADDR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* room for the canonical text of any CIDR: INET6_ADDRSTRLEN + "/128" */
+#define NETADDR_CIDR_STRLEN	(46 + 4)
+
+struct cidr {
+	int	 family;	/* AF_INET or AF_INET6 */
+	uint8_t	 addr[16];	/* network bytes, host bits zeroed */
+	int	 prefix;	/* 0..32 or 0..128 */
+};
+
+/* netaddr_parse_cidr - "10.0.0.0/8", "2001:db8::/32", "127.0.0.1" (= /32).
+ * Host bits set ("10.0.0.1/8") are an error. */
+int netaddr_parse_cidr(const char *s, struct cidr *c, const char **err_r);
+/* netaddr_cidr_str - canonical text form into buf */
+void netaddr_cidr_str(const struct cidr *c, char *buf, size_t len);
+/* netaddr_match - 1 when sa (AF_INET/AF_INET6, v4-mapped v6 treated as v4)
+ * is inside c */
+int netaddr_match(const struct cidr *c, const struct sockaddr *sa);
+/* netaddr_str - printable address of sa (no port) into buf */
+void netaddr_str(const struct sockaddr *sa, char *buf, size_t len);
+
+#endif
