@@ -1,0 +1,102 @@
+/*
+ * queue.h - the durable queue in LMDB. New messages go to one store-writer
+ * thread that applies every pending request in one write transaction and
+ * one sync (group commit), then hands the results back to the main event
+ * loop, which sends the 250s of that batch. Nothing is acknowledged before
+ * its transaction is committed.
+ *
+ * Records (named databases from store.h):
+ *   messages  qid -> JSON {"id","tenant","mail_from","header_from",
+ *                          "message_id","size","received_at","client":{...},
+ *                          "nrcpts","stage"}
+ *   bodies    qid -> raw message bytes (CRLF lines, as received plus the
+ *                    headers Petrel added)
+ *   rcpts     qid + 2-byte big-endian index -> JSON {"address","status",
+ *                    "attempts","last_reply","updated_at","next_attempt"}
+ *   schedule  8-byte big-endian next_attempt (unix s) + qid -> ""
+ * A queue id is time-ordered and unique: 48-bit milliseconds + 24 random
+ * bits, printed as 14 upper-case base32 characters. 14 characters hold 70
+ * bits, so the printed time field is the low 46 bits of the milliseconds
+ * (enough until the year 4199). The alphabet is Crockford's
+ * (0-9 A-Z without I L O U), whose ASCII order is its numeric order, so
+ * ids sort by time as strings and as LMDB keys. The 24 low bits start at
+ * a random 23-bit value each millisecond and count up for further ids in
+ * the same millisecond, so ids strictly increase within one process; a
+ * clash with an id of an earlier process is refused (MDB_NOOVERWRITE).
+ */
+#ifndef PETREL_QUEUE_H
+#define PETREL_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+struct event_base;
+struct evbuffer;
+struct store;
+struct queue;
+struct queue_req;
+
+#define QUEUE_ID_LEN 14
+
+/* Envelope of a new message. Strings are copied by queue_submit. */
+struct queue_envelope {
+	const char	*tenant;
+	const char	*mail_from;	/* "" for the null sender */
+	const char	*header_from;	/* address of the RFC 5322 From */
+	const char	*message_id;
+	const char	*const *rcpts;
+	size_t		 nrcpts;
+	json_t		*client;	/* borrowed: {"ip","helo","tls","auth"} */
+};
+
+/* Result callback, run on the main loop thread. status 0: committed, qid
+ * is the queue id. status -1: not stored (err: reason; the caller answers
+ * 452 4.3.1). Never called after queue_cancel(req). err is one of
+ * "queue storage full" (MDB_MAP_FULL), "queue id collision",
+ * "queue write failed", "queue commit failed", "bad number of recipients"
+ * (0 or more than 65535). */
+typedef void (*queue_done_cb)(void *arg, int status, const char *qid,
+    const char *err);
+
+/* queue_new - start the writer thread; results are delivered on base */
+struct queue *queue_new(struct store *, struct event_base *base);
+/* queue_free - flush pending requests (their callbacks run, synchronously
+ * from queue_free on the calling thread: call it on the main thread),
+ * stop the thread. No queue_submit after it has begun. */
+void queue_free(struct queue *);
+/* queue_submit - hand over envelope and message bytes (the evbuffer's
+ * contents are moved out; body is empty afterwards). Returns a handle valid
+ * until the callback runs. The qid is assigned at once: *qid_r (may be
+ * NULL) receives it for logging. */
+struct queue_req *queue_submit(struct queue *, const struct queue_envelope *,
+    struct evbuffer *body, queue_done_cb cb, void *arg,
+    char qid_r[QUEUE_ID_LEN + 1]);
+/* queue_cancel - the session went away: the commit still happens (never
+ * lose what may be acknowledged) but cb will not be called */
+void queue_cancel(struct queue_req *);
+
+/* Readers for petrelctl and the HTTP API (own read transaction). */
+/* queue_list_json - array of {"id","tenant","mail_from","nrcpts","size",
+ * "received_at","age","next_attempt","status"} for messages not yet done */
+json_t *queue_list_json(struct store *);
+/* queue_show_json - the message record with its "recipients" array, or
+ * NULL when unknown */
+json_t *queue_show_json(struct store *, const char *qid);
+
+/* Additions for the delivery side and tests. */
+/* queue_id_valid - 0 when s is a syntactically valid queue id */
+int queue_id_valid(const char *s);
+/* queue_body_get - append the stored message bytes of qid to buf (own read
+ * transaction); 0 found, -1 unknown */
+int queue_body_get(struct store *, const char *qid, struct evbuffer *buf);
+/* queue_stats - write transactions committed and messages stored so far
+ * (either pointer may be NULL); callable from any thread */
+void queue_stats(struct queue *, uint64_t *commits_r, uint64_t *messages_r);
+
+/* Batch bounds of the group commit: a batch closes at this many requests
+ * or body bytes, whichever comes first (always at least one request). */
+#define QUEUE_BATCH_MAX_REQS	256
+#define QUEUE_BATCH_MAX_BYTES	(64UL * 1024 * 1024)
+
+#endif
