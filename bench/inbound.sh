@@ -18,7 +18,8 @@ SIZE=${2:-4096}
 CONC=${3:-20}
 HERE=$(cd "$(dirname "$0")" && pwd)
 B=${PETREL_BUILD_DIR:-$HERE/../build}
-PEER_SCRIPT=${PEER_SCRIPT:-/work/shared/bench/postfix-peer.sh}
+PEER_SCRIPT=${PEER_SCRIPT:-$HERE/../../shared/bench/postfix-peer.sh}
+[ -x "$PEER_SCRIPT" ] || PEER_SCRIPT=/work/shared/bench/postfix-peer.sh
 PY=/usr/bin/python3
 
 for prog in petreld petrelctl; do
