@@ -11,6 +11,7 @@
 #include "autoconf.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,10 +33,32 @@
 #define STORE_MAXREADERS	256
 #define STORE_SHOW_MAX		80	/* bytes of a bad name quoted back */
 
+#define STORE_POLICY_SLOTS	64	/* cached domain policies */
+
+/*
+ * A parsed copy of a domain record's policy fields, reused while the record's
+ * stored bytes are unchanged: a full JSON parse of the record (it carries the
+ * DKIM keys) per MAIL FROM and header From was most of the daemon's CPU time.
+ * Comparing the raw bytes keeps the cache exact, with no invalidation to miss
+ * when petrelctl changes a record.
+ */
+struct store_policy {
+	char	 domain[DOMAIN_MAX_LEN + 1];
+	void	*raw;
+	size_t	 rawlen;
+	char	*tenant;
+	char	*status;
+	json_t	*senders;
+};
+
 struct store {
 	MDB_env	*env;
 	MDB_dbi	 dbi[DB_COUNT];
+	pthread_mutex_t		 policy_mtx;
+	struct store_policy	 policy[STORE_POLICY_SLOTS];
 };
+
+static void store_policy_free(struct store_policy *);
 
 static const char *store_db_names[DB_COUNT] = {
 	[DB_TENANTS] = "tenants",
@@ -97,6 +120,7 @@ store_open(const char *data_dir, uint64_t map_size, struct store **s_r,
 		return -1;
 	}
 	s = xcalloc(1, sizeof(*s));
+	pthread_mutex_init(&s->policy_mtx, NULL);
 	if ((rc = mdb_env_create(&s->env)) != 0) {
 		store_seterr(err_r, "cannot create LMDB environment: %s",
 		    mdb_strerror(rc));
@@ -150,9 +174,14 @@ fail:
 void
 store_close(struct store *s)
 {
+	size_t i;
+
 	if (s == NULL)
 		return;
 	mdb_env_close(s->env);
+	for (i = 0; i < STORE_POLICY_SLOTS; i++)
+		store_policy_free(&s->policy[i]);
+	pthread_mutex_destroy(&s->policy_mtx);
 	free(s);
 }
 
@@ -921,32 +950,94 @@ store_sender_del(struct store *s, const char *domain, const char *localpart,
 	return store_sender_edit(s, domain, localpart, 0, err_r);
 }
 
+/* store_policy_free - release one cache slot's contents */
+static void
+store_policy_free(struct store_policy *p)
+{
+	free(p->raw);
+	free(p->tenant);
+	free(p->status);
+	json_decref(p->senders);
+	memset(p, 0, sizeof(*p));
+}
+
+/* store_policy_slot - the cache slot of a domain (FNV-1a of the name) */
+static struct store_policy *
+store_policy_slot(struct store *s, const char *domain)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *domain; domain++)
+		h = (h ^ (unsigned char)*domain) * 16777619u;
+	return &s->policy[h % STORE_POLICY_SLOTS];
+}
+
+/* store_policy_check - the sender check against a cached policy */
+static int
+store_policy_check(const struct store_policy *p, const char *tenant,
+    const char *localpart, const char **reason_r)
+{
+	/* ownership first: do not tell a tenant about another's domain */
+	if (p->tenant == NULL || tenant == NULL || strcmp(p->tenant, tenant) != 0)
+		*reason_r = "domain belongs to another tenant";
+	else if (p->status == NULL || strcmp(p->status, "verified") != 0)
+		*reason_r = "domain not verified";
+	else if (json_array_size(p->senders) > 0 &&
+	    (localpart == NULL || store_senders_find(p->senders, localpart) < 0))
+		*reason_r = "local part not allowed";
+	else
+		return 0;
+	return -1;
+}
+
 int
 store_sender_check(struct store *s, const char *tenant,
     const char *localpart, const char *domain, const char **reason_r)
 {
-	json_t *rec, *senders;
-	const char *owner, *status;
-	int rc = -1;
+	char key[DOMAIN_MAX_LEN + 1];
+	struct store_policy *p;
+	MDB_txn *txn;
+	MDB_val k, v;
+	json_t *rec;
+	const char *t, *st;
+	int rc;
 
-	if ((rec = store_domain_get(s, domain)) == NULL) {
-		*reason_r = "unknown domain";
+	*reason_r = "unknown domain";
+	if (store_domain_key(domain, key) == -1)
+		return -1;
+	if (store_begin(s, 1, &txn, NULL) == -1) {
+		*reason_r = "store unavailable";
 		return -1;
 	}
-	owner = json_string_value(json_object_get(rec, "tenant"));
-	status = json_string_value(json_object_get(rec, "status"));
-	senders = json_object_get(rec, "senders");
-	/* ownership first: do not tell a tenant about another's domain */
-	if (owner == NULL || tenant == NULL || strcmp(owner, tenant) != 0)
-		*reason_r = "domain belongs to another tenant";
-	else if (status == NULL || strcmp(status, "verified") != 0)
-		*reason_r = "domain not verified";
-	else if (json_array_size(senders) > 0 &&
-	    (localpart == NULL || store_senders_find(senders, localpart) < 0))
-		*reason_r = "local part not allowed";
-	else
-		rc = 0;
-	json_decref(rec);
+	k = store_key(key);
+	if (mdb_get(txn, s->dbi[DB_DOMAINS], &k, &v) != 0) {
+		mdb_txn_abort(txn);
+		return -1;
+	}
+	pthread_mutex_lock(&s->policy_mtx);
+	p = store_policy_slot(s, key);
+	if (strcmp(p->domain, key) != 0 || p->rawlen != v.mv_size ||
+	    memcmp(p->raw, v.mv_data, v.mv_size) != 0) {
+		store_policy_free(p);
+		if ((rec = json_loadb(v.mv_data, v.mv_size, 0, NULL)) == NULL) {
+			pthread_mutex_unlock(&s->policy_mtx);
+			mdb_txn_abort(txn);
+			return -1;
+		}
+		util_strlcpy(p->domain, key, sizeof(p->domain));
+		p->raw = xmalloc(v.mv_size);
+		memcpy(p->raw, v.mv_data, v.mv_size);
+		p->rawlen = v.mv_size;
+		t = json_string_value(json_object_get(rec, "tenant"));
+		st = json_string_value(json_object_get(rec, "status"));
+		p->tenant = t ? xstrdup(t) : NULL;
+		p->status = st ? xstrdup(st) : NULL;
+		p->senders = json_incref(json_object_get(rec, "senders"));
+		json_decref(rec);
+	}
+	mdb_txn_abort(txn);
+	rc = store_policy_check(p, tenant, localpart, reason_r);
+	pthread_mutex_unlock(&s->policy_mtx);
 	return rc;
 }
 
