@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -82,6 +83,10 @@ static const struct conf_key conf_keys[] = {
 	{ "managed_zone", CONF_DNSNAME, "petrel.invalid", OFF(managed_zone), 0,
 	    0, CONF_F_REQUIRED },
 	{ "spf_include", CONF_DNSNAME, NULL, OFF(spf_include), 0, 0, 0 },
+	{ "verify_interval", CONF_DURATION, "10m", OFF(verify_interval), 1,
+	    30 * DAY, 0 },
+	{ "reverify_interval", CONF_DURATION, "1d", OFF(reverify_interval), 1,
+	    30 * DAY, 0 },
 	{ "retry_schedule", CONF_DURLIST, "5m, 10m, 30m, 1h, 2h, 4h",
 	    OFF(retry_schedule), 1, 30 * DAY, 0 },
 	{ "queue_lifetime", CONF_DURATION, "5d", OFF(queue_lifetime), 1,
@@ -107,6 +112,27 @@ static const struct conf_key conf_keys[] = {
 	    60000, 0 },
 	{ "smtpd_auth_fail_limit", CONF_UINT, "5", OFF(smtpd_auth_fail_limit),
 	    1, 1000, 0 },
+	{ "relayhost", CONF_STRING, NULL, OFF(relayhost), 0, 0, 0 },
+	{ "transport", CONF_STRING, NULL, OFF(transport), 0, 0, 0 },
+	{ "smtp_destination_concurrency", CONF_UINT, "10",
+	    OFF(smtp_destination_concurrency), 1, 10000, 0 },
+	{ "smtp_max_connections", CONF_UINT, "100", OFF(smtp_max_connections),
+	    1, 100000, 0 },
+	{ "smtp_tls_verify", CONF_STRING, "none", OFF(smtp_tls_verify), 0, 0,
+	    CONF_F_REQUIRED },
+	{ "smtp_tls_ca_file", CONF_STRING, NULL, OFF(smtp_tls_ca_file), 0, 0,
+	    0 },
+	{ "smtp_connect_timeout", CONF_DURATION, "30s",
+	    OFF(smtp_connect_timeout), 1, 3600, 0 },
+	{ "smtp_timeout", CONF_DURATION, "5m", OFF(smtp_timeout), 1, 3600, 0 },
+	{ "smtp_data_timeout", CONF_DURATION, "10m", OFF(smtp_data_timeout), 1,
+	    3600, 0 },
+	{ "listen_https", CONF_LISTEN, NULL, OFF(listen_https), 0, 0, 0 },
+	{ "apikey_endpoint", CONF_STRING, NULL, OFF(apikey_endpoint), 0, 0, 0 },
+	{ "admin_api_key_file", CONF_STRING, NULL, OFF(admin_api_key_file), 0,
+	    0, 0 },
+	{ "http_max_body", CONF_SIZE, "16M", OFF(http_max_body), KIB, GIB, 0 },
+	{ "listen_metrics", CONF_LISTEN, NULL, OFF(listen_metrics), 0, 0, 0 },
 };
 
 #define CONF_NKEYS	nitems(conf_keys)
@@ -682,11 +708,154 @@ conf_strip_comment(char *s)
 		}
 }
 
+int
+config_parse_nexthop(const char *s, struct conf_nexthop *nh,
+    const char **err_r)
+{
+	const char *end, *colon;
+	char *host;
+	int port = 0, mx = 1;
+
+	memset(nh, 0, sizeof(*nh));
+	if (*s == '[') {
+		if ((end = strchr(s, ']')) == NULL) {
+			*err_r = "missing ']'";
+			return -1;
+		}
+		host = xstrndup(s + 1, (size_t)(end - s - 1));
+		mx = 0;
+		if (end[1] == ':')
+			colon = end + 1;
+		else if (end[1] == '\0')
+			colon = NULL;
+		else {
+			free(host);
+			*err_r = "expected [host]:port";
+			return -1;
+		}
+		if (!conf_is_ip(host) && !conf_is_dnsname(host)) {
+			free(host);
+			*err_r = "bad host in brackets";
+			return -1;
+		}
+	} else {
+		colon = strchr(s, ':');
+		if (colon != NULL && strchr(colon + 1, ':') != NULL) {
+			*err_r = "IPv6 address must be in brackets";
+			return -1;
+		}
+		host = colon ? xstrndup(s, (size_t)(colon - s)) : xstrdup(s);
+		if (conf_is_ip(host))
+			mx = 0;		/* an address has no MX */
+		else if (!conf_is_dnsname(host)) {
+			free(host);
+			*err_r = "bad host name";
+			return -1;
+		}
+	}
+	if (colon != NULL && conf_parse_port(colon + 1, &port, err_r) == -1) {
+		free(host);
+		return -1;
+	}
+	util_lower(host);
+	nh->host = host;
+	nh->port = port;
+	nh->mx = mx;
+	return 0;
+}
+
+/* conf_transport_next - next "domain=nexthop" entry of a transport value
+ * from *pp: 1 with the entry copied into buf, 0 at the end */
+static int
+conf_transport_next(const char **pp, char *buf, size_t len)
+{
+	const char *p = *pp, *start;
+
+	while (*p == ' ' || *p == '\t' || *p == ',')
+		p++;
+	if (*p == '\0')
+		return 0;
+	start = p;
+	while (*p != '\0' && *p != ' ' && *p != '\t' && *p != ',')
+		p++;
+	snprintf(buf, len, "%.*s", (int)(p - start), start);
+	*pp = p;
+	return 1;
+}
+
+/* conf_check_transport - every entry of a transport value parses */
+static int
+conf_check_transport(const char *v, const char **err_r)
+{
+	struct conf_nexthop nh;
+	char buf[CONF_LINE_MAX + 1], *eq;
+
+	while (conf_transport_next(&v, buf, sizeof(buf))) {
+		if ((eq = strchr(buf, '=')) == NULL) {
+			*err_r = "expected domain=nexthop entries";
+			return -1;
+		}
+		*eq = '\0';
+		if (!conf_is_dnsname(buf[0] == '.' ? buf + 1 : buf)) {
+			*err_r = "bad domain in transport entry";
+			return -1;
+		}
+		if (config_parse_nexthop(eq + 1, &nh, err_r) == -1)
+			return -1;
+		free(nh.host);
+	}
+	return 0;
+}
+
+char *
+config_transport_lookup(const char *transport, const char *domain)
+{
+	char buf[CONF_LINE_MAX + 1], *eq;
+	const char *v = transport;
+	size_t dl = strlen(domain), kl;
+
+	if (v == NULL)
+		return NULL;
+	while (conf_transport_next(&v, buf, sizeof(buf))) {
+		if ((eq = strchr(buf, '=')) == NULL)
+			continue;
+		*eq = '\0';
+		kl = strlen(buf);
+		if (buf[0] == '.') {
+			/* ".example.com": any subdomain of example.com */
+			if (dl > kl && strcasecmp(domain + dl - kl, buf) == 0)
+				return xstrdup(eq + 1);
+		} else if (strcasecmp(buf, domain) == 0)
+			return xstrdup(eq + 1);
+	}
+	return NULL;
+}
+
 /* conf_check - cross-key rules once the whole file is read */
 static int
 conf_check(const struct petrel_conf *c, const char **key_r,
     const char **err_r)
 {
+	struct conf_nexthop nh;
+
+	if (c->relayhost != NULL) {
+		if (config_parse_nexthop(c->relayhost, &nh, err_r) == -1) {
+			*key_r = "relayhost";
+			return -1;
+		}
+		free(nh.host);
+	}
+	if (c->transport != NULL &&
+	    conf_check_transport(c->transport, err_r) == -1) {
+		*key_r = "transport";
+		return -1;
+	}
+	if (strcmp(c->smtp_tls_verify, "none") != 0 &&
+	    strcmp(c->smtp_tls_verify, "verify") != 0) {
+		*key_r = "smtp_tls_verify";
+		*err_r = "must be none or verify";
+		return -1;
+	}
 	if (c->tls_cert != NULL && c->tls_key == NULL) {
 		*key_r = "tls_key";
 		*err_r = "must be set together with tls_cert";

@@ -53,7 +53,46 @@ struct petrel_conf {
 	long		 smtpd_data_timeout;	/* whole DATA/BDAT phase, 600s */
 	int		 smtpd_greet_delay_ms;	/* pregreet wait, 0 */
 	unsigned	 smtpd_auth_fail_limit;	/* failed AUTHs per IP per minute, 5 */
+	/* domain verification (verify.c) */
+	long		 verify_interval;	/* pending/failed domains, 10m */
+	long		 reverify_interval;	/* verified domains, 1d */
+	/* outbound delivery (deliver.c, smtp_client.c) */
+	char		*relayhost;		/* next hop for all mail, NULL = MX */
+	char		*transport;		/* "domain=nexthop, ..." */
+	unsigned	 smtp_destination_concurrency;	/* 10 */
+	unsigned	 smtp_max_connections;	/* outbound, all destinations, 100 */
+	char		*smtp_tls_verify;	/* "none" (opportunistic), "verify" */
+	char		*smtp_tls_ca_file;	/* NULL = system CAs */
+	long		 smtp_connect_timeout;	/* 30s */
+	long		 smtp_timeout;		/* each reply, 5m */
+	long		 smtp_data_timeout;	/* reply to the end of data, 10m */
+	/* HTTP API (http_api.c) */
+	struct conf_listen listen_https;	/* off; needs tls_cert */
+	char		*apikey_endpoint;	/* printed by apikey add; NULL:
+						 * https://<listen_https[0]>/ */
+	char		*admin_api_key_file;	/* operator key for /admin/ */
+	uint64_t	 http_max_body;		/* request body bytes, 16M */
+	/* metrics (metrics.c) */
+	struct conf_listen listen_metrics;	/* off; GET /metrics, no auth */
 };
+
+/* A next hop (relayhost, transport entries): "[host]:port" or "[host]"
+ * (host's addresses, no MX lookup; host may be an IP literal),
+ * "host:port" or "host" (MX lookup of host). IPv6 literals only in
+ * brackets. port 0 when none is given (smtp_remote_port applies). */
+struct conf_nexthop {
+	char	*host;		/* lower case, no brackets */
+	int	 port;		/* 0 = default */
+	int	 mx;		/* 1: look up MX of host */
+};
+
+/* config_parse_nexthop - parse s into nh (host malloc'd); -1 and *err_r */
+int config_parse_nexthop(const char *s, struct conf_nexthop *nh,
+    const char **err_r);
+/* config_transport_lookup - the next hop text for domain in a transport
+ * value ("d1=nexthop, d2=nexthop"; an entry ".d" matches subdomains of
+ * d); malloc'd, NULL when none matches */
+char *config_transport_lookup(const char *transport, const char *domain);
 
 /* config_init - fill in the defaults */
 void config_init(struct petrel_conf *);

@@ -14,6 +14,14 @@
  *                  "ownership"|"spf"|"dkim"|"dmarc", "status":
  *                  "pending"|"verified"|"failed" } ],
  *   "senders": [ localpart, ... ], "unsubscribe": false }
+ *
+ * Key states: only "active" keys sign. "pending" keys (petrelctl domain
+ * rotate-dkim) are published but do not sign; when all their DKIM records
+ * verify (verify.c: petrelctl domain verify or petreld's periodic check)
+ * they become "active" (field "activated") and the keys that were active
+ * become "retired" (field "retired"; no longer published or used).
+ * verify.c also keeps "verified_at" (last successful verification) and
+ * "check_result": "ok"|"failed"|"inconclusive" (temporary DNS failure).
  */
 #ifndef PETREL_DOMAIN_H
 #define PETREL_DOMAIN_H

@@ -24,6 +24,7 @@
 
 #include <jansson.h>
 
+#include "apikey.h"
 #include "config.h"
 #include "domain.h"
 #include "limits.h"
@@ -32,6 +33,7 @@
 #include "queue.h"
 #include "store.h"
 #include "util.h"
+#include "verify.h"
 
 #define CTL_EXIT_OK	0
 #define CTL_EXIT_FAIL	1
@@ -69,6 +71,8 @@ static int ctl_domain_list(struct ctl *, int, char **);
 static int ctl_domain_show(struct ctl *, int, char **);
 static int ctl_domain_set_verified(struct ctl *, int, char **);
 static int ctl_domain_del(struct ctl *, int, char **);
+static int ctl_domain_verify(struct ctl *, int, char **);
+static int ctl_domain_rotate_dkim(struct ctl *, int, char **);
 static int ctl_network_add(struct ctl *, int, char **);
 static int ctl_network_list(struct ctl *, int, char **);
 static int ctl_network_del(struct ctl *, int, char **);
@@ -77,6 +81,11 @@ static int ctl_sender_list(struct ctl *, int, char **);
 static int ctl_sender_del(struct ctl *, int, char **);
 static int ctl_queue_list(struct ctl *, int, char **);
 static int ctl_message_show(struct ctl *, int, char **);
+static int ctl_apikey_add(struct ctl *, int, char **);
+static int ctl_apikey_list(struct ctl *, int, char **);
+static int ctl_apikey_del(struct ctl *, int, char **);
+static int ctl_queue_flush(struct ctl *, int, char **);
+static int ctl_message_delete(struct ctl *, int, char **);
 
 static const struct ctl_cmd ctl_cmds[] = {
 	{ "tenant", "add", 1, 1, ctl_tenant_add, "NAME", 0,
@@ -103,6 +112,11 @@ static const struct ctl_cmd ctl_cmds[] = {
 	    "mark a domain and all its records verified (override)" },
 	{ "domain", "del", 1, 1, ctl_domain_del, "DOMAIN", 0,
 	    "delete a domain" },
+	{ "domain", "verify", 1, 1, ctl_domain_verify, "DOMAIN", 0,
+	    "look up a domain's DNS records and verify them (exit 0: verified)" },
+	{ "domain", "rotate-dkim", 1, 1, ctl_domain_rotate_dkim, "DOMAIN", 0,
+	    "new DKIM keys under new selectors; active once their records "
+	    "verify" },
 	{ "network", "add", 2, 2, ctl_network_add, "TENANT CIDR", 0,
 	    "allow relaying from a network for a tenant" },
 	{ "network", "list", 0, 0, ctl_network_list, "[--json]", CTL_JSON,
@@ -119,6 +133,17 @@ static const struct ctl_cmd ctl_cmds[] = {
 	    "list queued messages" },
 	{ "message", "show", 1, 1, ctl_message_show, "QUEUEID [--json]",
 	    CTL_JSON, "show a queued message and its recipients" },
+	{ "apikey", "add", 1, 2, ctl_apikey_add, "TENANT [NAME]", 0,
+	    "create an HTTP API access key; prints its connection string once" },
+	{ "apikey", "list", 1, 1, ctl_apikey_list, "TENANT [--json]", CTL_JSON,
+	    "list the access keys of a tenant (names only)" },
+	{ "apikey", "del", 2, 2, ctl_apikey_del, "TENANT NAME", 0,
+	    "delete an access key" },
+	{ "queue", "flush", 0, 0, ctl_queue_flush, "", 0,
+	    "retry every deferred message now (petreld notices within "
+	    "a second)" },
+	{ "message", "delete", 1, 1, ctl_message_delete, "QUEUEID", 0,
+	    "remove a message and all its records from the queue" },
 };
 
 /* ctl_err - "petrelctl: message" on stderr */
@@ -724,6 +749,113 @@ ctl_domain_del(struct ctl *ctl, int argc, char **argv)
 	return CTL_EXIT_OK;
 }
 
+/* ctl_domain_verify - look the records up through the configured
+ * resolver, store each record's status and the domain's (verify.c) */
+static int
+ctl_domain_verify(struct ctl *ctl, int argc, char **argv)
+{
+	char name[DOMAIN_MAX_LEN + 1], *err = NULL;
+	struct verify_run *run;
+	json_t *rec;
+	int rc;
+
+	if ((rec = ctl_domain_get(ctl, argv[0], name)) == NULL)
+		return CTL_EXIT_FAIL;
+	if (strcmp(ctl_str(rec, "kind", ""), "managed") == 0) {
+		printf("domain %s is managed: verified at once (its records "
+		    "are served by the operator under %s); status %s\n", name,
+		    ctl->conf.managed_zone != NULL ? ctl->conf.managed_zone :
+		    "managed_zone", ctl_str(rec, "status", "?"));
+		rc = strcmp(ctl_str(rec, "status", ""), "verified") == 0 ?
+		    CTL_EXIT_OK : CTL_EXIT_FAIL;
+		json_decref(rec);
+		return rc;
+	}
+	printf("verifying %s through %s\n", name, ctl->conf.resolver != NULL ?
+	    ctl->conf.resolver : "the system resolver (resolv.conf)");
+	fflush(stdout);
+	run = verify_domain_sync(ctl->store, &ctl->conf, rec, &err);
+	json_decref(rec);
+	if (run == NULL)
+		return ctl_fail(err, "verification failed");
+	verify_run_print(run, stdout);
+	rc = strcmp(verify_run_status(run), "verified") == 0 ? CTL_EXIT_OK :
+	    CTL_EXIT_FAIL;
+	verify_run_free(run);
+	return rc;
+}
+
+/* ctl_domain_rotate_dkim - add pending keys under new selectors; the
+ * active keys keep signing until domain verify (or petreld) sees the new
+ * records and promotes them */
+static int
+ctl_domain_rotate_dkim(struct ctl *ctl, int argc, char **argv)
+{
+	char name[DOMAIN_MAX_LEN + 1], *err = NULL, *sels = NULL, *t;
+	json_t *rec, *k, *r, *view, *recs;
+	size_t i, nold;
+
+	if ((rec = ctl_domain_get(ctl, argv[0], name)) == NULL)
+		return CTL_EXIT_FAIL;
+	if (strcmp(ctl_str(rec, "kind", ""), "managed") == 0) {
+		json_decref(rec);
+		ctl_err("domain %s is managed: its DKIM records are published "
+		    "by the operator of managed_zone", name);
+		return CTL_EXIT_FAIL;
+	}
+	json_array_foreach(json_object_get(rec, "keys"), i, k)
+		if (strcmp(ctl_str(k, "state", ""), "pending") == 0) {
+			ctl_err("domain %s: a rotation is already pending "
+			    "(selector %s): publish its records and run "
+			    "petrelctl domain verify %s", name,
+			    ctl_str(k, "selector", "?"), name);
+			json_decref(rec);
+			return CTL_EXIT_FAIL;
+		}
+	nold = json_array_size(json_object_get(rec, "keys"));
+	if (domain_add_keys(rec, "pending", &err) == -1) {
+		json_decref(rec);
+		return ctl_fail(err, "cannot generate keys");
+	}
+	domain_rebuild_records(&ctl->conf, rec);
+	if (store_domain_put(ctl->store, rec, &err) == -1) {
+		json_decref(rec);
+		return ctl_fail(err, "cannot update domain");
+	}
+	/* the new keys' records only */
+	recs = json_array();
+	for (i = nold; i < json_array_size(json_object_get(rec, "keys")); i++) {
+		const char *sel;
+		size_t j;
+
+		k = json_array_get(json_object_get(rec, "keys"), i);
+		sel = ctl_str(k, "selector", "?");
+		t = xasprintf("%s%s%s", sels != NULL ? sels : "",
+		    sels != NULL ? ", " : "", sel);
+		free(sels);
+		sels = t;
+		json_array_foreach(json_object_get(rec, "records"), j, r) {
+			const char *n = ctl_str(r, "name", "");
+
+			if (strncmp(n, sel, strlen(sel)) == 0 &&
+			    strncmp(n + strlen(sel), "._domainkey.", 12) == 0)
+				json_array_append(recs, r);
+		}
+	}
+	printf("new DKIM keys for %s under selectors %s (pending)\n"
+	    "the active keys keep signing until these records verify "
+	    "(petrelctl domain verify %s, or petreld's periodic check);\n"
+	    "then the new keys become active and the old ones retired\n",
+	    name, sels != NULL ? sels : "?", name);
+	view = json_pack("{s:s, s:s, s:o}", "domain", name, "status",
+	    ctl_str(rec, "status", "?"), "records", recs);
+	domain_print_records(view, stdout);
+	json_decref(view);
+	free(sels);
+	json_decref(rec);
+	return CTL_EXIT_OK;
+}
+
 /* --- relay networks --- */
 
 /* ctl_cidr_arg - canonical form of a CIDR argument, or a message */
@@ -912,6 +1044,29 @@ ctl_queue_list(struct ctl *ctl, int argc, char **argv)
 	return CTL_EXIT_OK;
 }
 
+/* ctl_reply_text - a recipient's last_reply ("" or {"code","enhanced",
+ * "text"}) as one sanitised line, malloc'd */
+static char *
+ctl_reply_text(const json_t *lr)
+{
+	char *t, *out;
+
+	if (json_is_string(lr))
+		return util_sanitize(json_string_value(lr), 512);
+	if (!json_is_object(lr))
+		return xstrdup("");
+	t = util_sanitize(ctl_str(lr, "text", ""), 512);
+	out = xasprintf("%lld%s%s %s",
+	    (long long)json_integer_value(json_object_get(lr, "code")),
+	    ctl_str(lr, "enhanced", "")[0] ? " " : "",
+	    ctl_str(lr, "enhanced", ""), t);
+	free(t);
+	for (t = out; *t; t++)
+		if (*t == '"')
+			*t = '\'';
+	return out;
+}
+
 /* ctl_show_field - "label: value" with control bytes replaced */
 static void
 ctl_show_field(const char *label, const json_t *o, const char *key)
@@ -974,7 +1129,7 @@ ctl_message_show(struct ctl *ctl, int argc, char **argv)
 	json_array_foreach(json_object_get(m, "recipients"), i, r) {
 		addr = util_sanitize(ctl_str(r, "address", "?"),
 		    ADDRESS_MAX_LEN);
-		reply = util_sanitize(ctl_str(r, "last_reply", ""), 512);
+		reply = ctl_reply_text(json_object_get(r, "last_reply"));
 		ctl_fmt_next(json_object_get(r, "next_attempt"), next,
 		    sizeof(next));
 		printf("  %-40s %-10s attempts=%lld next=%s%s%s%s\n", addr,
@@ -986,6 +1141,113 @@ ctl_message_show(struct ctl *ctl, int argc, char **argv)
 		free(reply);
 	}
 	json_decref(m);
+	return CTL_EXIT_OK;
+}
+
+/* ctl_qid_arg - a queue id argument (any case) into qid, or a message */
+static int
+ctl_qid_arg(const char *arg, char qid[QUEUE_ID_LEN + 1])
+{
+	size_t i;
+
+	if (strlen(arg) != QUEUE_ID_LEN)
+		goto bad;
+	for (i = 0; i < QUEUE_ID_LEN; i++)
+		qid[i] = (arg[i] >= 'a' && arg[i] <= 'z') ?
+		    (char)(arg[i] - 'a' + 'A') : arg[i];
+	qid[QUEUE_ID_LEN] = '\0';
+	if (queue_id_valid(qid) == 0)
+		return 0;
+bad:
+	ctl_err("invalid queue id: expected %d base32 characters",
+	    QUEUE_ID_LEN);
+	return -1;
+}
+
+static int
+ctl_queue_flush(struct ctl *ctl, int argc, char **argv)
+{
+	char *err = NULL;
+	long n;
+
+	if ((n = queue_flush(ctl->store, &err)) < 0)
+		return ctl_fail(err, "cannot flush the queue");
+	printf("%ld message%s due now\n", n, n == 1 ? "" : "s");
+	return CTL_EXIT_OK;
+}
+
+static int
+ctl_message_delete(struct ctl *ctl, int argc, char **argv)
+{
+	char qid[QUEUE_ID_LEN + 1], *err = NULL;
+
+	if (ctl_qid_arg(argv[0], qid) == -1)
+		return CTL_EXIT_FAIL;
+	if (queue_delete(ctl->store, qid, &err) == -1)
+		return ctl_fail(err, "cannot delete the message");
+	/* the mail log records it too (syslog, as petreld does) */
+	log_init(0, "petrelctl");
+	log_set_level(LOG_LVL_INFO);
+	log_msg(LOG_LVL_INFO, "qid=%s event=deleted by=petrelctl uid=%u", qid,
+	    (unsigned)getuid());
+	log_set_level(LOG_LVL_WARN);
+	log_init(1, "petrelctl");
+	printf("deleted %s\n", qid);
+	return CTL_EXIT_OK;
+}
+
+/* --- HTTP API access keys (apikey.c) --- */
+
+static int
+ctl_apikey_add(struct ctl *ctl, int argc, char **argv)
+{
+	char *err = NULL, *name = NULL, *key = NULL, *ep;
+
+	if (apikey_add(ctl->store, argv[0], argc > 1 ? argv[1] : NULL, &name,
+	    &key, &err) == -1)
+		return ctl_fail(err, "cannot add api key");
+	ep = apikey_endpoint(&ctl->conf);
+	printf("api key %s added for tenant %s; its connection string "
+	    "(shown only now):\nendpoint=%s;accesskey=%s\n", name, argv[0],
+	    ep, key);
+	explicit_bzero(key, strlen(key));
+	free(key);
+	free(name);
+	free(ep);
+	return CTL_EXIT_OK;
+}
+
+static int
+ctl_apikey_list(struct ctl *ctl, int argc, char **argv)
+{
+	json_t *list, *k;
+	char *err = NULL, when[64];
+	size_t i;
+
+	if ((list = apikey_list(ctl->store, argv[0], &err)) == NULL)
+		return ctl_fail(err, "cannot list api keys");
+	if (ctl->json)
+		ctl_print_json(list);
+	else {
+		printf("%-32s %s\n", "NAME", "CREATED");
+		json_array_foreach(list, i, k) {
+			ctl_fmt_time(json_object_get(k, "created"), when,
+			    sizeof(when));
+			printf("%-32s %s\n", ctl_str(k, "name", "?"), when);
+		}
+	}
+	json_decref(list);
+	return CTL_EXIT_OK;
+}
+
+static int
+ctl_apikey_del(struct ctl *ctl, int argc, char **argv)
+{
+	char *err = NULL;
+
+	if (apikey_del(ctl->store, argv[0], argv[1], &err) == -1)
+		return ctl_fail(err, "cannot delete api key");
+	printf("api key %s of tenant %s deleted\n", argv[1], argv[0]);
 	return CTL_EXIT_OK;
 }
 

@@ -1,7 +1,8 @@
 /*
  * petreld.c - the daemon's main(): reads petrel.conf, binds the SMTP
  * listeners, opens the store, builds the TLS server context, starts the
- * queue writer, drops root and runs the one event loop. Signals arrive on
+ * queue writer, the resolver and the delivery scheduler (deliver.c), drops
+ * root and runs the one event loop. Signals arrive on
  * that loop (libevent): SIGTERM/SIGINT drain the sessions and stop, SIGHUP
  * re-reads petrel.conf. Everything protocol-related is in smtp_server.c.
  */
@@ -30,11 +31,16 @@
 #include <openssl/ssl.h>
 
 #include "petrel.h"
+#include "deliver.h"
+#include "dns.h"
+#include "http_api.h"
 #include "log.h"
+#include "metrics.h"
 #include "queue.h"
 #include "smtp_server.h"
 #include "store.h"
 #include "util.h"
+#include "verify.h"
 
 #define LISTEN_BACKLOG		1024
 #define SHUTDOWN_GRACE_MS	10000	/* sessions may finish this long */
@@ -65,6 +71,8 @@ static struct tls_files tls_loaded;
 static struct event *sig_ev[4], *drain_ev;
 static uint64_t drain_deadline;
 static int foreground, detached;
+static struct dns *dns;			/* outbound resolution */
+static struct deliver *deliver;		/* outbound scheduler */
 
 static const char *kind_names[] = { "submission", "submissions", "relay" };
 
@@ -308,6 +316,11 @@ conf_check(const struct petrel_conf *c, char **err_r)
 		    "(implicit TLS)", c->path);
 		return -1;
 	}
+	if (c->listen_https.n > 0 && c->tls_cert == NULL) {
+		*err_r = xasprintf("%s: tls_cert: required by listen_https",
+		    c->path);
+		return -1;
+	}
 	if (c->user != NULL && getpwnam(c->user) == NULL) {
 		*err_r = xasprintf("%s: user: unknown user \"%s\"", c->path,
 		    c->user);
@@ -412,6 +425,10 @@ reload_fixed(struct petrel_conf *oc, struct petrel_conf *nc)
 	    &nc->listen_submissions));
 	FIXED(listen_relay, listen_same(&oc->listen_relay, &nc->listen_relay));
 	FIXED(listen_http, listen_same(&oc->listen_http, &nc->listen_http));
+	FIXED(listen_https, listen_same(&oc->listen_https,
+	    &nc->listen_https));
+	FIXED(listen_metrics, listen_same(&oc->listen_metrics,
+	    &nc->listen_metrics));
 	FIXED(data_dir, str_same(oc->data_dir, nc->data_dir));
 	FIXED(user, str_same(oc->user, nc->user));
 	FIXED(store_map_size, oc->store_map_size == nc->store_map_size);
@@ -471,7 +488,8 @@ drain_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct timeval tv = { 0, SHUTDOWN_POLL_MS * 1000 };
 
-	if (smtp_server_sessions() == 0 || util_now_ms() >= drain_deadline) {
+	if ((smtp_server_sessions() == 0 && http_api_busy() == 0) ||
+	    util_now_ms() >= drain_deadline) {
 		event_base_loopbreak(env->base);
 		return;
 	}
@@ -496,6 +514,8 @@ signal_cb(evutil_socket_t sig, short ev, void *arg)
 	log_info("event=shutdown status=begin signal=%s sessions=%u",
 	    sig == SIGTERM ? "TERM" : "INT", smtp_server_sessions());
 	listen_close();
+	http_api_shutdown();
+	metrics_shutdown();
 	smtp_server_shutdown();
 	drain_deadline = util_now_ms() + SHUTDOWN_GRACE_MS;
 	drain_ev = evtimer_new(env->base, drain_cb, NULL);
@@ -637,9 +657,12 @@ main(int argc, char *argv[])
 	listen_conf(SMTP_LISTEN_SUBMISSION, &env->conf->listen_submission);
 	listen_conf(SMTP_LISTEN_SUBMISSIONS, &env->conf->listen_submissions);
 	listen_conf(SMTP_LISTEN_RELAY, &env->conf->listen_relay);
-	if (env->conf->listen_http.n > 0)
-		log_warn("event=listen kind=http status=skipped reason=\"HTTP "
-		    "API not built into this petreld\"");
+	if (http_api_bind(&err) == -1)
+		die("event=listen status=error kind=http reason=\"%s\"",
+		    unquote(err));
+	if (metrics_bind(&env->conf->listen_metrics, &err) == -1)
+		die("event=listen status=error kind=metrics reason=\"%s\"",
+		    unquote(err));
 	if (store_open(env->conf->data_dir, env->conf->store_map_size,
 	    &env->store, &err) == -1)
 		die("event=start status=error reason=\"store %s: %s\"",
@@ -649,12 +672,29 @@ main(int argc, char *argv[])
 		die("event=start status=error reason=\"%s\"", unquote(err));
 	if ((env->queue = queue_new(env->store, env->base)) == NULL)
 		die("event=start status=error reason=\"queue\"");
+	/* delivery: the first schedule scan runs once the loop does, so
+	 * messages left from an earlier run resume at once */
+	if ((dns = dns_new(env->base, env->conf->resolver, &err)) == NULL)
+		die("event=start status=error reason=\"resolver: %s\"",
+		    unquote(err));
+	if ((deliver = deliver_new(env->base, env->queue, env->store, dns,
+	    &err)) == NULL)
+		die("event=start status=error reason=\"delivery: %s\"",
+		    unquote(err));
 	smtp_server_init();
 	privdrop();
 	listen_start();
+	if (http_api_start(&err) == -1)
+		die("event=listen status=error kind=http reason=\"%s\"",
+		    unquote(err));
+	if (metrics_start(env->base, env->store, &err) == -1)
+		die("event=listen status=error kind=metrics reason=\"%s\"",
+		    unquote(err));
+	verify_daemon_start(env->base, env->store, &env->conf);
 
 	log_info("event=start version=%s conf=%s listeners=%d tls=%s pid=%ld",
-	    PACKAGE_VERSION, conf_path, nlisteners,
+	    PACKAGE_VERSION, conf_path, nlisteners + http_api_listeners() +
+	    metrics_listeners(),
 	    env->ssl_server ? "yes" : "no", (long)getpid());
 	if (ready_fd != -1)
 		detach(ready_fd);
@@ -665,7 +705,14 @@ main(int argc, char *argv[])
 		log_warn("event=shutdown status=timeout sessions=%u",
 		    smtp_server_sessions());
 	listen_close();
+	verify_daemon_stop();
+	/* deliver before queue and dns: its pending queue results are
+	 * cancelled (still committed), its DNS requests dropped */
+	deliver_free(deliver);
+	dns_free(dns);
 	queue_free(env->queue);
+	http_api_free();	/* after queue_free answered its requests */
+	metrics_free();		/* after deliver_free unregistered */
 	store_close(env->store);
 	for (i = 0; i < nitems(sigs); i++)
 		event_free(sig_ev[i]);

@@ -50,9 +50,17 @@ static const char queue_b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 #define QUEUE_SCHED_KEY_LEN	(8 + QUEUE_ID_LEN)
 #define QUEUE_RCPTS_MAX		65535	/* 2-byte index in the rcpts key */
 
+enum queue_kind {
+	QUEUE_REQ_SUBMIT = 0,	/* a new message */
+	QUEUE_REQ_UPDATE,	/* recipient results of a delivery attempt */
+};
+
 struct queue_req {
 	TAILQ_ENTRY(queue_req)	 entry;
+	enum queue_kind		 kind;
 	char			 qid[QUEUE_ID_LEN + 1];
+	struct queue_rcpt_update *upd;	/* QUEUE_REQ_UPDATE: own copies */
+	size_t			 nupd;
 	char			*tenant;
 	char			*mail_from;
 	char			*header_from;
@@ -60,6 +68,10 @@ struct queue_req {
 	char			**rcpts;
 	size_t			 nrcpts;
 	json_t			*client;	/* own deep copy */
+	int			 aux_db;	/* queue_envelope's aux record */
+	void			*aux_key;
+	size_t			 aux_keylen;
+	char			*aux_val;
 	struct evbuffer		*body;
 	size_t			 size;
 	int64_t			 received_at;
@@ -67,6 +79,7 @@ struct queue_req {
 	void			*arg;
 	int			 cancelled;	/* main thread only */
 	int			 status;	/* set by the writer */
+	int			 gone;		/* update: message not there */
 	char			*err;
 };
 
@@ -84,6 +97,9 @@ struct queue {
 	int			 stopping;	/* mtx */
 	uint64_t		 commits;	/* mtx */
 	uint64_t		 messages;	/* mtx */
+	uint64_t		 updates;	/* mtx */
+	queue_notify_cb		 notify;	/* main thread only */
+	void			*notify_arg;
 	/* queue id state, main thread only */
 	uint64_t		 last_ms;
 	uint32_t		 last_rand;
@@ -91,6 +107,7 @@ struct queue {
 
 static void *queue_writer(void *);
 static void queue_done(evutil_socket_t, short, void *);
+static json_t *queue_get_json(MDB_txn *, MDB_dbi, const void *, size_t);
 
 /* queue_wall_ms - wall-clock milliseconds since the epoch */
 static uint64_t
@@ -170,10 +187,19 @@ queue_req_free(struct queue_req *r)
 	for (i = 0; i < r->nrcpts; i++)
 		free(r->rcpts[i]);
 	free(r->rcpts);
+	for (i = 0; i < r->nupd; i++) {
+		free((char *)r->upd[i].status);
+		free((char *)r->upd[i].enhanced);
+		free((char *)r->upd[i].text);
+		free((char *)r->upd[i].relay);
+	}
+	free(r->upd);
 	if (r->client)
 		json_decref(r->client);
 	if (r->body)
 		evbuffer_free(r->body);
+	free(r->aux_key);
+	free(r->aux_val);
 	free(r->err);
 	free(r);
 }
@@ -249,6 +275,13 @@ queue_submit(struct queue *q, const struct queue_envelope *envl,
 		fatalx("queue_submit: evbuffer_add_buffer failed");
 	r->size = evbuffer_get_length(r->body);
 	r->received_at = util_now();
+	if (envl->aux_key != NULL && envl->aux_keylen > 0) {
+		r->aux_db = envl->aux_db;
+		r->aux_key = xmalloc(envl->aux_keylen);
+		memcpy(r->aux_key, envl->aux_key, envl->aux_keylen);
+		r->aux_keylen = envl->aux_keylen;
+		r->aux_val = envl->aux_val ? xstrdup(envl->aux_val) : NULL;
+	}
 	r->cb = cb;
 	r->arg = arg;
 	if (qid_r != NULL)
@@ -267,6 +300,44 @@ void
 queue_cancel(struct queue_req *r)
 {
 	r->cancelled = 1;
+}
+
+struct queue_req *
+queue_update(struct queue *q, const char *qid,
+    const struct queue_rcpt_update *u, size_t n, queue_done_cb cb, void *arg)
+{
+	struct queue_req *r = xcalloc(1, sizeof(*r));
+	size_t i;
+
+	r->kind = QUEUE_REQ_UPDATE;
+	util_strlcpy(r->qid, qid, sizeof(r->qid));
+	r->upd = xcalloc(n ? n : 1, sizeof(*r->upd));
+	r->nupd = n;
+	for (i = 0; i < n; i++) {
+		r->upd[i] = u[i];
+		r->upd[i].status = xstrdup(u[i].status ? u[i].status :
+		    "deferred");
+		r->upd[i].enhanced = xstrdup(u[i].enhanced ? u[i].enhanced : "");
+		r->upd[i].text = xstrdup(u[i].text ? u[i].text : "");
+		r->upd[i].relay = u[i].relay ? xstrdup(u[i].relay) : NULL;
+	}
+	r->cb = cb;
+	r->arg = arg;
+
+	pthread_mutex_lock(&q->mtx);
+	if (q->stopping)
+		fatalx("queue_update: queue is stopping");
+	TAILQ_INSERT_TAIL(&q->pending, r, entry);
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->mtx);
+	return r;
+}
+
+void
+queue_set_notify(struct queue *q, queue_notify_cb fn, void *arg)
+{
+	q->notify = fn;
+	q->notify_arg = arg;
 }
 
 /* queue_jstr - s as a JSON string; bytes that are not UTF-8 (a header
@@ -308,6 +379,198 @@ queue_put_json(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t klen,
 	return rc;
 }
 
+/* queue_sched_key - schedule key: 8-byte big-endian time + queue id */
+static void
+queue_sched_key(unsigned char key[QUEUE_SCHED_KEY_LEN], int64_t t,
+    const char *qid)
+{
+	uint64_t v = t < 0 ? 0 : (uint64_t)t;
+	int b;
+
+	for (b = 0; b < 8; b++)
+		key[b] = (unsigned char)(v >> (56 - 8 * b));
+	memcpy(key + 8, qid, QUEUE_ID_LEN);
+}
+
+/* queue_sched_time - the time of a schedule key */
+static int64_t
+queue_sched_time(const unsigned char *key)
+{
+	uint64_t v = 0;
+	int b;
+
+	for (b = 0; b < 8; b++)
+		v = v << 8 | key[b];
+	return (int64_t)v;
+}
+
+/* queue_rcpt_active - a recipient still to be tried */
+static int
+queue_rcpt_active(const json_t *rc)
+{
+	const char *st = json_string_value(json_object_get(rc, "status"));
+
+	return st != NULL && (strcmp(st, "queued") == 0 ||
+	    strcmp(st, "deferred") == 0);
+}
+
+/* queue_active_min - earliest next_attempt of the active recipients, -1
+ * when none is active: the message's one key in the schedule */
+static int64_t
+queue_active_min(json_t *const *recs, size_t n)
+{
+	int64_t min = -1, na;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (recs[i] == NULL || !queue_rcpt_active(recs[i]))
+			continue;
+		na = json_integer_value(json_object_get(recs[i],
+		    "next_attempt"));
+		if (min < 0 || na < min)
+			min = na;
+	}
+	return min;
+}
+
+/* queue_rcpts_load - the recipient records of qid by index into recs[n]
+ * (NULL where absent); 0 or an LMDB error */
+static int
+queue_rcpts_load(MDB_txn *txn, MDB_dbi dbi, const char *qid, json_t **recs,
+    size_t n)
+{
+	unsigned char rkey[QUEUE_RCPT_KEY_LEN];
+	MDB_cursor *cur;
+	MDB_val key, val;
+	const unsigned char *k;
+	size_t idx;
+	int rc;
+
+	memcpy(rkey, qid, QUEUE_ID_LEN);
+	rkey[QUEUE_ID_LEN] = rkey[QUEUE_ID_LEN + 1] = 0;
+	if ((rc = mdb_cursor_open(txn, dbi, &cur)) != 0)
+		return rc;
+	key.mv_size = sizeof(rkey);
+	key.mv_data = rkey;
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
+	    rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		k = key.mv_data;
+		if (key.mv_size != QUEUE_RCPT_KEY_LEN ||
+		    memcmp(k, qid, QUEUE_ID_LEN) != 0)
+			break;
+		idx = (size_t)k[QUEUE_ID_LEN] << 8 | k[QUEUE_ID_LEN + 1];
+		if (idx < n && recs[idx] == NULL)
+			recs[idx] = json_loadb(val.mv_data, val.mv_size, 0,
+			    NULL);
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* queue_resched - move qid's schedule key from old to new (-1: none) */
+static int
+queue_resched(MDB_txn *txn, MDB_dbi dbi, const char *qid, int64_t old,
+    int64_t new)
+{
+	unsigned char skey[QUEUE_SCHED_KEY_LEN];
+	MDB_val key = { sizeof(skey), skey }, val = { 0, (void *)"" };
+	int rc;
+
+	if (old == new)
+		return 0;
+	if (old >= 0) {
+		queue_sched_key(skey, old, qid);
+		rc = mdb_del(txn, dbi, &key, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return rc;
+	}
+	if (new >= 0) {
+		queue_sched_key(skey, new, qid);
+		if ((rc = mdb_put(txn, dbi, &key, &val, 0)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* queue_write_update - apply one attempt's recipient results inside txn:
+ * the rcpts records and the message's schedule key change together. A
+ * recipient already delivered or bounced is never changed again. */
+static int
+queue_write_update(struct queue *q, MDB_txn *txn, struct queue_req *r,
+    int64_t now, const char **err_r)
+{
+	struct store *st = q->store;
+	MDB_dbi drc = store_dbi(st, DB_RCPTS);
+	unsigned char rkey[QUEUE_RCPT_KEY_LEN];
+	const struct queue_rcpt_update *u;
+	json_t *msg, **recs, *rec, *reply;
+	int64_t old, new;
+	size_t n, i;
+	int rc = 0;
+
+	msg = queue_get_json(txn, store_dbi(st, DB_MESSAGES), r->qid,
+	    QUEUE_ID_LEN);
+	if (msg == NULL) {
+		r->gone = 1;		/* deleted meanwhile: nothing to do */
+		return 0;
+	}
+	n = (size_t)json_integer_value(json_object_get(msg, "nrcpts"));
+	if (n > QUEUE_RCPTS_MAX)
+		n = QUEUE_RCPTS_MAX;
+	recs = xcalloc(n ? n : 1, sizeof(*recs));
+	if ((rc = queue_rcpts_load(txn, drc, r->qid, recs, n)) != 0)
+		goto fail;
+	old = queue_active_min(recs, n);
+	memcpy(rkey, r->qid, QUEUE_ID_LEN);
+	for (i = 0; i < r->nupd; i++) {
+		u = &r->upd[i];
+		if (u->idx >= n || (rec = recs[u->idx]) == NULL ||
+		    !queue_rcpt_active(rec))
+			continue;
+		json_object_set_new(rec, "status", json_string(u->status));
+		if (u->count_attempt)
+			json_object_set_new(rec, "attempts", json_integer(
+			    json_integer_value(json_object_get(rec,
+			    "attempts")) + 1));
+		reply = json_pack("{s:i, s:o, s:o}", "code", u->code,
+		    "enhanced", queue_jstr(u->enhanced), "text",
+		    queue_jstr(u->text));
+		if (reply == NULL)
+			fatalx("queue: json_pack failed");
+		if (u->relay != NULL)
+			json_object_set_new(reply, "relay",
+			    queue_jstr(u->relay));
+		json_object_set_new(rec, "last_reply", reply);
+		json_object_set_new(rec, "updated_at", json_integer(now));
+		json_object_set_new(rec, "next_attempt", json_integer(
+		    queue_rcpt_active(rec) ? u->next_attempt : 0));
+		rkey[QUEUE_ID_LEN] = (unsigned char)(u->idx >> 8);
+		rkey[QUEUE_ID_LEN + 1] = (unsigned char)(u->idx & 0xff);
+		if ((rc = queue_put_json(txn, drc, rkey, sizeof(rkey), rec,
+		    0)) != 0)
+			goto fail;
+	}
+	new = queue_active_min(recs, n);
+	if ((rc = queue_resched(txn, store_dbi(st, DB_SCHEDULE), r->qid, old,
+	    new)) != 0)
+		goto fail;
+	if (new < 0 && old >= 0) {
+		json_object_set_new(msg, "stage", json_string("done"));
+		rc = queue_put_json(txn, store_dbi(st, DB_MESSAGES), r->qid,
+		    QUEUE_ID_LEN, msg, 0);
+	}
+fail:
+	for (i = 0; i < n; i++)
+		if (recs[i] != NULL)
+			json_decref(recs[i]);
+	free(recs);
+	json_decref(msg);
+	if (rc != 0)
+		*err_r = rc == MDB_MAP_FULL ? "queue storage full" :
+		    "queue write failed";
+	return rc;
+}
+
 /* queue_write_one - all records of one message, inside txn */
 static int
 queue_write_one(struct queue *q, MDB_txn *txn, struct queue_req *r,
@@ -321,6 +584,8 @@ queue_write_one(struct queue *q, MDB_txn *txn, struct queue_req *r,
 	size_t i;
 	int rc, b;
 
+	if (r->kind == QUEUE_REQ_UPDATE)
+		return queue_write_update(q, txn, r, now, err_r);
 	if (r->nrcpts == 0 || r->nrcpts > QUEUE_RCPTS_MAX) {
 		*err_r = "bad number of recipients";
 		return EINVAL;
@@ -377,6 +642,19 @@ queue_write_one(struct queue *q, MDB_txn *txn, struct queue_req *r,
 	val.mv_data = (void *)"";
 	if ((rc = mdb_put(txn, store_dbi(st, DB_SCHEDULE), &key, &val, 0)) != 0)
 		goto fail;
+	if (r->aux_key != NULL) {
+		key.mv_size = r->aux_keylen;
+		key.mv_data = r->aux_key;
+		val.mv_size = r->aux_val ? strlen(r->aux_val) : QUEUE_ID_LEN;
+		val.mv_data = r->aux_val ? r->aux_val : r->qid;
+		if ((rc = mdb_put(txn, store_dbi(st, (enum store_db)r->aux_db),
+		    &key, &val, MDB_NOOVERWRITE)) != 0) {
+			*err_r = rc == MDB_KEYEXIST ? "duplicate record" :
+			    rc == MDB_MAP_FULL ? "queue storage full" :
+			    "queue write failed";
+			return rc;
+		}
+	}
 	return 0;
 
 fail:
@@ -427,6 +705,11 @@ queue_fail(struct queue_req *r, int rc, const char *reason)
 {
 	r->status = -1;
 	r->err = xstrdup(reason);
+	if (r->kind == QUEUE_REQ_UPDATE) {
+		log_warn("qid=%s event=update status=failed reason=\"%s\" "
+		    "error=\"%s\"", r->qid, reason, mdb_strerror(rc));
+		return;
+	}
 	log_warn("qid=%s tenant=%s status=failed reason=\"%s\" error=\"%s\"",
 	    r->qid, r->tenant, reason, mdb_strerror(rc));
 }
@@ -436,6 +719,13 @@ static void
 queue_ok(struct queue_req *r)
 {
 	r->status = 0;
+	if (r->kind == QUEUE_REQ_UPDATE) {
+		if (r->gone) {
+			r->status = -1;
+			r->err = xstrdup("no such message");
+		}
+		return;
+	}
 	log_info("qid=%s tenant=%s from=<%s> header_from=<%s> size=%zu "
 	    "nrcpts=%zu status=queued", r->qid, r->tenant, r->mail_from,
 	    r->header_from, r->size, r->nrcpts);
@@ -447,16 +737,20 @@ queue_process(struct queue *q, struct queue_req **reqs, size_t n)
 {
 	struct queue_req *bad;
 	const char *err = NULL;
-	uint64_t commits = 0, stored = 0;
+	uint64_t commits = 0, stored = 0, updates = 0;
 	size_t i;
 	int rc;
 
 	rc = queue_write_batch(q, reqs, n, &bad, &err);
 	if (rc == 0) {
 		commits = 1;
-		stored = n;
-		for (i = 0; i < n; i++)
+		for (i = 0; i < n; i++) {
+			if (reqs[i]->kind == QUEUE_REQ_SUBMIT)
+				stored++;
+			else
+				updates++;
 			queue_ok(reqs[i]);
+		}
 	} else if (n == 1) {
 		queue_fail(reqs[0], rc, err);
 	} else {
@@ -466,7 +760,10 @@ queue_process(struct queue *q, struct queue_req **reqs, size_t n)
 			rc = queue_write_batch(q, &reqs[i], 1, &bad, &err);
 			if (rc == 0) {
 				commits++;
-				stored++;
+				if (reqs[i]->kind == QUEUE_REQ_SUBMIT)
+					stored++;
+				else
+					updates++;
 				queue_ok(reqs[i]);
 			} else
 				queue_fail(reqs[i], rc, err);
@@ -475,6 +772,7 @@ queue_process(struct queue *q, struct queue_req **reqs, size_t n)
 	pthread_mutex_lock(&q->mtx);
 	q->commits += commits;
 	q->messages += stored;
+	q->updates += updates;
 	pthread_mutex_unlock(&q->mtx);
 }
 
@@ -538,6 +836,10 @@ queue_done(evutil_socket_t fd, short what, void *arg)
 		TAILQ_REMOVE(&done, r, entry);
 		if (!r->cancelled && r->cb != NULL)
 			r->cb(r->arg, r->status, r->qid, r->err);
+		/* a new message is committed: delivery may start */
+		if (r->kind == QUEUE_REQ_SUBMIT && r->status == 0 &&
+		    q->notify != NULL)
+			q->notify(q->notify_arg, r->qid);
 		queue_req_free(r);
 	}
 }
@@ -566,10 +868,12 @@ queue_get_json(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t klen)
 	return json_loadb(val.mv_data, val.mv_size, 0, NULL);
 }
 
-/* queue_rcpts_json - the recipients of qid as an array, in index order */
+/* queue_rcpts_json - the recipients of qid as an array, in index order,
+ * each with its "index" */
 static json_t *
 queue_rcpts_json(struct store *st, MDB_txn *txn, const char *qid)
 {
+	const unsigned char *k;
 	unsigned char rkey[QUEUE_RCPT_KEY_LEN];
 	MDB_cursor *cur;
 	MDB_val key, val;
@@ -587,8 +891,12 @@ queue_rcpts_json(struct store *st, MDB_txn *txn, const char *qid)
 		if (key.mv_size != QUEUE_RCPT_KEY_LEN ||
 		    memcmp(key.mv_data, qid, QUEUE_ID_LEN) != 0)
 			break;
-		if ((o = json_loadb(val.mv_data, val.mv_size, 0, NULL)) != NULL)
-			json_array_append_new(arr, o);
+		if ((o = json_loadb(val.mv_data, val.mv_size, 0, NULL)) == NULL)
+			continue;
+		k = key.mv_data;
+		json_object_set_new(o, "index", json_integer(
+		    (json_int_t)k[QUEUE_ID_LEN] << 8 | k[QUEUE_ID_LEN + 1]));
+		json_array_append_new(arr, o);
 	}
 	mdb_cursor_close(cur);
 	return arr;
@@ -705,4 +1013,236 @@ queue_body_get(struct store *st, const char *qid, struct evbuffer *buf)
 		ret = 0;
 	mdb_txn_abort(txn);
 	return ret;
+}
+
+json_t *
+queue_load(struct store *st, const char *qid, struct evbuffer *body)
+{
+	MDB_txn *txn;
+	MDB_val key, val;
+	json_t *msg;
+
+	if (queue_id_valid(qid) != 0)
+		return NULL;
+	if (mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn) != 0)
+		return NULL;
+	msg = queue_get_json(txn, store_dbi(st, DB_MESSAGES), qid,
+	    QUEUE_ID_LEN);
+	if (msg != NULL && !json_is_object(msg)) {
+		json_decref(msg);
+		msg = NULL;
+	}
+	if (msg != NULL) {
+		json_object_set_new(msg, "recipients",
+		    queue_rcpts_json(st, txn, qid));
+		key.mv_size = QUEUE_ID_LEN;
+		key.mv_data = (void *)qid;
+		if (mdb_get(txn, store_dbi(st, DB_BODIES), &key, &val) != 0 ||
+		    evbuffer_add(body, val.mv_data, val.mv_size) != 0) {
+			json_decref(msg);
+			msg = NULL;
+		}
+	}
+	mdb_txn_abort(txn);
+	return msg;
+}
+
+size_t
+queue_scan_due(struct store *st, int64_t now, size_t max,
+    int (*skip)(void *, const char *), void *arg,
+    char (*qids)[QUEUE_ID_LEN + 1])
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val key, val;
+	char qid[QUEUE_ID_LEN + 1];
+	size_t n = 0;
+	int rc;
+
+	if (max == 0)
+		return 0;
+	if (mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn) != 0)
+		return 0;
+	if (mdb_cursor_open(txn, store_dbi(st, DB_SCHEDULE), &cur) != 0) {
+		mdb_txn_abort(txn);
+		return 0;
+	}
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0 &&
+	    n < max; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		if (key.mv_size != QUEUE_SCHED_KEY_LEN)
+			continue;
+		if (queue_sched_time(key.mv_data) > now)
+			break;
+		memcpy(qid, (char *)key.mv_data + 8, QUEUE_ID_LEN);
+		qid[QUEUE_ID_LEN] = '\0';
+		if (skip != NULL && skip(arg, qid))
+			continue;
+		memcpy(qids[n++], qid, sizeof(qid));
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return n;
+}
+
+/* queue_flush_one - inside txn: every active recipient of qid due at now,
+ * its schedule key moved from old to now */
+static int
+queue_flush_one(struct store *st, MDB_txn *txn, const char *qid,
+    int64_t old, int64_t now)
+{
+	MDB_dbi drc = store_dbi(st, DB_RCPTS);
+	unsigned char rkey[QUEUE_RCPT_KEY_LEN];
+	json_t **recs;
+	size_t i;
+	int rc;
+
+	recs = xcalloc(QUEUE_RCPTS_MAX, sizeof(*recs));
+	rc = queue_rcpts_load(txn, drc, qid, recs, QUEUE_RCPTS_MAX);
+	memcpy(rkey, qid, QUEUE_ID_LEN);
+	for (i = 0; i < QUEUE_RCPTS_MAX; i++) {
+		if (recs[i] == NULL)
+			continue;
+		if (rc == 0 && queue_rcpt_active(recs[i])) {
+			json_object_set_new(recs[i], "next_attempt",
+			    json_integer(now));
+			rkey[QUEUE_ID_LEN] = (unsigned char)(i >> 8);
+			rkey[QUEUE_ID_LEN + 1] = (unsigned char)(i & 0xff);
+			rc = queue_put_json(txn, drc, rkey, sizeof(rkey),
+			    recs[i], 0);
+		}
+		json_decref(recs[i]);
+	}
+	free(recs);
+	if (rc == 0)
+		rc = queue_resched(txn, store_dbi(st, DB_SCHEDULE), qid, old,
+		    now);
+	return rc;
+}
+
+long
+queue_flush(struct store *st, char **err_r)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val key, val;
+	unsigned char skey[QUEUE_SCHED_KEY_LEN];
+	char (*qids)[QUEUE_ID_LEN + 1] = NULL;
+	int64_t *olds = NULL, now = util_now();
+	size_t n = 0, cap = 0, i;
+	int rc;
+
+	*err_r = NULL;
+	if ((rc = mdb_txn_begin(store_env(st), NULL, 0, &txn)) != 0) {
+		*err_r = xasprintf("cannot write the queue: %s",
+		    mdb_strerror(rc));
+		return -1;
+	}
+	if ((rc = mdb_cursor_open(txn, store_dbi(st, DB_SCHEDULE), &cur)) != 0)
+		goto fail;
+	for (i = 0; i < 8; i++)
+		skey[i] = (unsigned char)((uint64_t)(now + 1) >> (56 - 8 * i));
+	key.mv_size = 8;
+	key.mv_data = skey;
+	/* collect first: the loop below changes the schedule */
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
+	    rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		if (key.mv_size != QUEUE_SCHED_KEY_LEN)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			qids = xrealloc(qids, cap * sizeof(*qids));
+			olds = xrealloc(olds, cap * sizeof(*olds));
+		}
+		memcpy(qids[n], (char *)key.mv_data + 8, QUEUE_ID_LEN);
+		qids[n][QUEUE_ID_LEN] = '\0';
+		olds[n++] = queue_sched_time(key.mv_data);
+	}
+	mdb_cursor_close(cur);
+	for (i = 0, rc = 0; i < n && rc == 0; i++)
+		rc = queue_flush_one(st, txn, qids[i], olds[i], now);
+	free(qids);
+	free(olds);
+	if (rc != 0)
+		goto fail;
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		*err_r = xasprintf("cannot flush the queue: %s",
+		    mdb_strerror(rc));
+		return -1;
+	}
+	return (long)n;
+fail:
+	mdb_txn_abort(txn);
+	*err_r = xasprintf("cannot flush the queue: %s", mdb_strerror(rc));
+	return -1;
+}
+
+int
+queue_delete(struct store *st, const char *qid, char **err_r)
+{
+	MDB_txn *txn;
+	MDB_val key;
+	json_t *msg, **recs;
+	unsigned char rkey[QUEUE_RCPT_KEY_LEN];
+	int64_t old;
+	size_t n, i;
+	int rc;
+
+	*err_r = NULL;
+	if (queue_id_valid(qid) != 0) {
+		*err_r = xstrdup("invalid queue id");
+		return -1;
+	}
+	if ((rc = mdb_txn_begin(store_env(st), NULL, 0, &txn)) != 0) {
+		*err_r = xasprintf("cannot write the queue: %s",
+		    mdb_strerror(rc));
+		return -1;
+	}
+	msg = queue_get_json(txn, store_dbi(st, DB_MESSAGES), qid,
+	    QUEUE_ID_LEN);
+	if (msg == NULL) {
+		mdb_txn_abort(txn);
+		*err_r = xasprintf("no such message: %s", qid);
+		return -1;
+	}
+	n = QUEUE_RCPTS_MAX;
+	recs = xcalloc(n, sizeof(*recs));
+	rc = queue_rcpts_load(txn, store_dbi(st, DB_RCPTS), qid, recs, n);
+	old = queue_active_min(recs, n);
+	memcpy(rkey, qid, QUEUE_ID_LEN);
+	for (i = 0; i < n; i++) {
+		if (recs[i] == NULL)
+			continue;
+		json_decref(recs[i]);
+		if (rc != 0)
+			continue;
+		rkey[QUEUE_ID_LEN] = (unsigned char)(i >> 8);
+		rkey[QUEUE_ID_LEN + 1] = (unsigned char)(i & 0xff);
+		key.mv_size = sizeof(rkey);
+		key.mv_data = rkey;
+		rc = mdb_del(txn, store_dbi(st, DB_RCPTS), &key, NULL);
+	}
+	free(recs);
+	json_decref(msg);
+	if (rc == 0)
+		rc = queue_resched(txn, store_dbi(st, DB_SCHEDULE), qid, old,
+		    -1);
+	key.mv_size = QUEUE_ID_LEN;
+	key.mv_data = (void *)qid;
+	if (rc == 0 && (rc = mdb_del(txn, store_dbi(st, DB_BODIES), &key,
+	    NULL)) == MDB_NOTFOUND)
+		rc = 0;
+	if (rc == 0)
+		rc = mdb_del(txn, store_dbi(st, DB_MESSAGES), &key, NULL);
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		*err_r = xasprintf("cannot delete %s: %s", qid,
+		    mdb_strerror(rc));
+		return -1;
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		*err_r = xasprintf("cannot delete %s: %s", qid,
+		    mdb_strerror(rc));
+		return -1;
+	}
+	return 0;
 }

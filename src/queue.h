@@ -13,7 +13,17 @@
  *                    headers Petrel added)
  *   rcpts     qid + 2-byte big-endian index -> JSON {"address","status",
  *                    "attempts","last_reply","updated_at","next_attempt"}
+ *             status: queued (never tried), deferred (tried, will be
+ *             retried at next_attempt), delivered, bounced (final: never
+ *             changed again). last_reply: "" until the first attempt, then
+ *             {"code","enhanced","text"[,"relay"]} (code 0 when no server
+ *             answered, e.g. a DNS failure; text sanitised). next_attempt
+ *             is 0 once final.
  *   schedule  8-byte big-endian next_attempt (unix s) + qid -> ""
+ *             exactly one key per message with active (queued/deferred)
+ *             recipients: the earliest next_attempt among them; none once
+ *             every recipient is final (the message's stage is then
+ *             "done", its records stay for message show).
  * A queue id is time-ordered and unique: 48-bit milliseconds + 24 random
  * bits, printed as 14 upper-case base32 characters. 14 characters hold 70
  * bits, so the printed time field is the low 46 bits of the milliseconds
@@ -48,13 +58,23 @@ struct queue_envelope {
 	const char	*const *rcpts;
 	size_t		 nrcpts;
 	json_t		*client;	/* borrowed: {"ip","helo","tls","auth"} */
+	/* Optional extra record written with MDB_NOOVERWRITE in the
+	 * message's own transaction (the HTTP API's operation id: the
+	 * operation and its message are committed together or not at all).
+	 * An existing key fails the submit with err "duplicate record".
+	 * aux_db is an enum store_db; aux_key NULL = none. Copied. */
+	int		 aux_db;
+	const void	*aux_key;
+	size_t		 aux_keylen;
+	const char	*aux_val;	/* NUL-terminated; NULL: the qid */
 };
 
 /* Result callback, run on the main loop thread. status 0: committed, qid
  * is the queue id. status -1: not stored (err: reason; the caller answers
  * 452 4.3.1). Never called after queue_cancel(req). err is one of
  * "queue storage full" (MDB_MAP_FULL), "queue id collision",
- * "queue write failed", "queue commit failed", "bad number of recipients"
+ * "queue write failed", "queue commit failed", "duplicate record" (aux),
+ * "bad number of recipients"
  * (0 or more than 65535). */
 typedef void (*queue_done_cb)(void *arg, int status, const char *qid,
     const char *err);
@@ -93,6 +113,57 @@ int queue_body_get(struct store *, const char *qid, struct evbuffer *buf);
 /* queue_stats - write transactions committed and messages stored so far
  * (either pointer may be NULL); callable from any thread */
 void queue_stats(struct queue *, uint64_t *commits_r, uint64_t *messages_r);
+
+/*
+ * Delivery side.
+ *
+ * queue_update - record the results of one delivery attempt through the
+ * writer thread (same group commit as new messages): the recipients'
+ * records and the message's schedule key change in one transaction. cb
+ * runs on the main loop once committed: status 0 done; -1 with err
+ * "no such message" (deleted meanwhile) or a storage error. Strings are
+ * copied.
+ */
+struct queue_rcpt_update {
+	unsigned	 idx;		/* recipient index in the message */
+	const char	*status;	/* "delivered", "bounced", "deferred" */
+	int		 count_attempt;	/* 1: attempts + 1 */
+	int		 code;		/* reply code, 0 when none */
+	const char	*enhanced;	/* "5.1.1" or "" */
+	const char	*text;		/* sanitised reply text */
+	const char	*relay;		/* "host[ip]:port" or NULL */
+	int64_t		 next_attempt;	/* deferred: when to retry */
+};
+
+struct queue_req *queue_update(struct queue *, const char *qid,
+    const struct queue_rcpt_update *, size_t n, queue_done_cb cb, void *arg);
+
+/* queue_set_notify - fn(arg, qid) runs on the main loop after each new
+ * message is committed (after its submit callback); NULL turns it off */
+typedef void (*queue_notify_cb)(void *arg, const char *qid);
+void queue_set_notify(struct queue *, queue_notify_cb fn, void *arg);
+
+/* queue_load - message record with "recipients" (as queue_show_json) and
+ * its bytes appended to body, in one read transaction; NULL when unknown */
+json_t *queue_load(struct store *, const char *qid, struct evbuffer *body);
+
+/* queue_scan_due - up to max queue ids whose schedule key is due (<= now),
+ * earliest first, leaving out those for which skip(arg, qid) returns
+ * non-zero (skip may be NULL); writes them to qids, returns the count */
+size_t queue_scan_due(struct store *, int64_t now, size_t max,
+    int (*skip)(void *, const char *), void *arg,
+    char (*qids)[QUEUE_ID_LEN + 1]);
+
+/* queue_flush - every message scheduled later than now becomes due now
+ * (its active recipients' next_attempt too), in one write transaction
+ * (petrelctl queue flush; a running petreld sees it at its next schedule
+ * scan). Returns the number of messages moved, -1 and *err_r (to free). */
+long queue_flush(struct store *, char **err_r);
+
+/* queue_delete - remove every record of qid (messages, bodies, rcpts,
+ * schedule) in one write transaction; -1 and *err_r (to free) when unknown
+ * or on error. A delivery in progress finds it gone and stops. */
+int queue_delete(struct store *, const char *qid, char **err_r);
 
 /* Batch bounds of the group commit: a batch closes at this many requests
  * or body bytes, whichever comes first (always at least one request). */

@@ -199,6 +199,10 @@ class Petrel:
             "listen_relay": "127.0.0.1:%d" % self.ports["relay"],
             "log_level": "debug",
             "managed_zone": "petrel.test",
+            # no DNS query leaves the host: by default the resolver is a
+            # loopback port nothing listens on, so delivery defers and
+            # queued mail stays queued; tests of delivery set their own
+            "resolver": "127.0.0.1:%d" % free_port(),
         }
         if certs:
             c["tls_cert"] = certs["cert"]
