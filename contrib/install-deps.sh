@@ -17,7 +17,7 @@ PKGS=(
 	libunbound-dev libjansson-dev libidn2-dev libopendmarc-dev check
 	# test and tools
 	unbound swaks openssl lmdb-utils
-	python3 python3-pytest python3-aiosmtpd python3-dkim python3-dnspython python3-authres
+	python3 python3-pytest python3-aiosmtpd python3-dkim python3-dnspython python3-authres python3-prometheus-client
 	opendkim opendkim-tools postfix nodejs
 )
 # npm: Debian's package conflicts with a nodejs that bundles its own npm

@@ -32,6 +32,7 @@
 
 #include "dns.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define DNS_CLASS_IN		1
@@ -572,9 +573,11 @@ dns_query(struct dns_req *req, int rrtype, size_t host)
 	q->host = host;
 	r = ub_resolve_async(req->dns->ctx, name, rrtype, DNS_CLASS_IN, q,
 	    dns_ub_cb, &q->id);
+	metrics_count_dns_query();
 	if (r != 0) {
 		log_warn("dns: name=%s type=%d: %s", name, rrtype,
 		    ub_strerror(r));
+		metrics_count_dns_failure();
 		return -1;
 	}
 	q->busy = 1;
@@ -661,6 +664,9 @@ dns_req_timer(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	log_debug("dns: name=%s timeout", req->name);
+	for (i = 0; i < DNS_Q_MAX; i++)
+		if (req->q[i].busy)
+			metrics_count_dns_failure();	/* unanswered */
 	if (!req->hoststage) {
 		dns_fail(req, DNS_TEMPFAIL, "timeout");
 		return;
@@ -1082,6 +1088,9 @@ dns_ub_cb(void *data, int err, struct ub_result *res)
 
 	q->busy = 0;
 	req->nbusy--;
+	if (err != 0 || res == NULL || res->bogus || (res->rcode != 0 &&
+	    res->rcode != DNS_RCODE_NXDOMAIN))
+		metrics_count_dns_failure();
 	if (req->deferred) {
 		/* the request already ended; its end is on the loop */
 	} else if (q->rrtype == DNS_RR_MX)

@@ -56,6 +56,7 @@
 #include "domain.h"
 #include "limits.h"
 #include "log.h"
+#include "metrics.h"
 #include "netaddr.h"
 #include "passwd.h"
 #include "petrel.h"
@@ -351,6 +352,7 @@ smtp_reply(struct smtp_session *s, int code, const char *esc,
 	else
 		evbuffer_add_printf(smtp_out(s), "%d %s\r\n", code, text);
 	if (code >= 400) {
+		metrics_count_rejected(metrics_reject_reason(code, esc));
 		log_quote(text, q, sizeof(q));
 		log_info("sid=%s event=reject code=%d esc=%s state=%s "
 		    "reason=\"%s\"", s->sid, code, esc ? esc : "-",
@@ -1518,6 +1520,7 @@ smtp_queued(void *arg, int status, const char *qid, const char *err)
 		    s->tx->mail_from, s->tx->nrcpts);
 		evbuffer_add_printf(smtp_out(s),
 		    "250 2.0.0 Ok: queued as %s\r\n", qid);
+		metrics_count_accepted((enum metrics_listener)s->listener);
 	} else {
 		log_warn("sid=%s event=queue-error err=\"%s\"", s->sid,
 		    err ? err : "?");
@@ -1922,12 +1925,22 @@ smtp_free(struct smtp_session *s, const char *reason)
 
 /* Entry points */
 
+/* smtp_metrics_sessions - the inbound connection gauge of metrics.c */
+static double
+smtp_metrics_sessions(void *arg)
+{
+	(void)arg;
+	return smtp_nsessions;
+}
+
 void
 smtp_server_init(void)
 {
 	struct timeval tv = { 60, 0 };
 
 	worker_init(env->base);
+	metrics_register_gauge("petrel_smtp_inbound_connections",
+	    "Open inbound SMTP sessions.", smtp_metrics_sessions, NULL);
 	if (smtp_dummy_hash == NULL)
 		smtp_dummy_hash = passwd_hash("petrel-no-such-user");
 	if (smtp_sweep_ev == NULL) {
@@ -1973,6 +1986,7 @@ smtp_server_accept(enum smtp_listener l, evutil_socket_t fd,
 	e = ip_get(ip);
 	if ((maxc > 0 && smtp_nsessions >= maxc) ||
 	    (maxip > 0 && e->nconn >= maxip)) {
+		metrics_count_rejected(METRICS_REJECT_CONNECTIONS);
 		log_info("sid=%s event=reject code=421 esc=4.7.0 ip=%s "
 		    "reason=\"too many connections (total %u, this ip %u)\"",
 		    sid, ip, smtp_nsessions, e->nconn);
