@@ -1,9 +1,11 @@
 #!/bin/sh
 # setup-mailauth.sh - install the npm mailauth 4.13.x library (and nothing
-# else) into tests/integration/node_modules for test_dkim_arc.py, without a
-# package.json. A second run is a no-op once the right version is there.
+# else) into tests/integration/mailauth-npm/node_modules for test_dkim_arc.py,
+# without a package.json: a prefix of its own, since npm install --no-save
+# prunes whatever else the prefix holds. A second run is a no-op once the right version is there.
 set -e
-here=$(cd "$(dirname "$0")" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)/mailauth-npm
+mkdir -p "$here"
 want=4.13
 if [ -f "$here/node_modules/mailauth/package.json" ] &&
     grep -q "\"version\": \"$want\." "$here/node_modules/mailauth/package.json"; then

@@ -3,7 +3,7 @@ this hop's authentication results (src/authres.c), driven through
 tests/unit/sign_probe against a real unbound serving the published
 records, and checked with two independent verifiers: Debian's python3-dkim
 (dkimpy) and the npm mailauth 4.13 library (installed on first use into
-tests/integration/node_modules by tests/integration/setup-mailauth.sh).
+tests/integration/mailauth-npm by tests/integration/setup-mailauth.sh).
 
 Keys: the domain record that petrelctl generates (RSA-2048 + Ed25519 in
 the LMDB store, read by sign_probe), an ARC key for Petrel's hop, and the
@@ -406,7 +406,7 @@ def mailauth():
     if r.returncode != 0:
         pytest.skip("cannot install npm mailauth 4.13: "
                     + (r.stderr.strip() or r.stdout.strip())[-500:])
-    script = HERE / "node_modules" / "petrel-mailauth-check.js"
+    script = HERE / "mailauth-npm" / "node_modules" / "petrel-mailauth-check.js"
     script.write_text(MAILAUTH_SCRIPT)
     return script
 
