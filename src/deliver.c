@@ -26,8 +26,33 @@
  * bounces 5.1.10, NXDOMAIN and no address bounce 5.1.2, a temporary
  * failure defers (4.4.3); for a relayhost/transport next hop every DNS
  * failure defers (a configuration problem, not the recipient's).
+Every failure gets a category (bounce.c), kept in the recipient's
+last_reply; a hard bounce about the address also lists it on the
+tenant's suppression list (suppress.c), in the same transaction. Before
+a message's jobs are made, its recipients on that list get the final
+status "suppressed" (no attempt, no DSN).
  * A result is logged and considered done only once queue_update() has
  * committed it.
+ *
+ * Prepare stage (prepare.c): a message whose record's stage is not yet
+ * "prepared" is not given to any destination when loaded. Its bytes go
+ * to prepare_start(): on a worker thread it is DKIM-signed (header From
+ * domain's record), ARC-sealed (arc_* settings; this hop's results from
+ * authres.c) and, when the signing domain wants per-recipient copies
+ * (List-Unsubscribe, tracking), personalised and signed once per
+ * recipient; the store writer then replaces the stored bytes (or stores
+ * the copies under qid + recipient index) and sets the stage "prepared"
+ * in one transaction, and only then are its jobs made. So the first
+ * attempt sends bytes that are already durable, a restart never signs
+ * again, and signing costs once per message copy, not per attempt. A
+ * message that expired before its first attempt bounces unprepared.
+ * Copies per recipient: each such recipient is its own job (its own
+ * transaction), whose bytes are read from the queue when the job is
+ * sent. Other messages keep one transaction per destination.
+ * DSNs: From MAILER-DAEMON@<the original sender's domain> when that
+ * domain is verified for the tenant (so they are signed with d= that
+ * domain), else MAILER-DAEMON@hostname (signed when hostname has a
+ * domain record); their client record says "dsn": true (no ARC).
  */
 #include "autoconf.h"
 
@@ -44,6 +69,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "bounce.h"
 #include "config.h"
 #include "deliver.h"
 #include "dns.h"
@@ -52,9 +78,11 @@
 #include "log.h"
 #include "metrics.h"
 #include "petrel.h"
+#include "prepare.h"
 #include "queue.h"
 #include "smtp_client.h"
 #include "store.h"
+#include "suppress.h"
 #include "util.h"
 
 #define DELIVER_HASH_SIZE	4096
@@ -76,6 +104,8 @@ struct drcpt {
 	char			 renh[SMTPC_ENH_MAX];	/* the reply's */
 	char			*text;
 	char			*remote;	/* MX host name, NULL if none */
+	const char		*category;	/* of a failure (bounce.h) */
+	int			 suppressed;	/* on the suppression list */
 };
 
 struct djob {
@@ -86,6 +116,9 @@ struct djob {
 	struct drcpt		**rcpts;
 	const char		**addrs;	/* borrowed from rcpts */
 	struct queue_req	*ureq;		/* update being committed */
+	int			 personal;	/* bytes: the recipient's copy */
+	unsigned char		*data;		/* that copy, once loaded */
+	size_t			 len;
 	char			 relay[DELIVER_RELAY_MAX];
 	char			 host[DNS_NAME_MAX + 1];	/* remote MTA */
 };
@@ -104,6 +137,8 @@ struct dmsg {
 	struct drcpt		*rcpts;
 	unsigned		 pending;	/* jobs not yet committed */
 	int			 gone;		/* deleted meanwhile */
+	struct prepare_req	*preq;		/* being prepared */
+	int			 personalised;	/* per-recipient copies */
 };
 
 /* Resolved hosts of a destination, shared by its connections. */
@@ -159,6 +194,7 @@ struct deliver {
 	struct store		*store;
 	struct dns		*dns;
 	SSL_CTX			*ssl;
+	struct prepare		*prep;
 	struct event		*scan_ev;
 	struct dmsg		*msgs[DELIVER_HASH_SIZE];
 	size_t			 nmsgs;
@@ -277,6 +313,32 @@ deliver_dsn_queued(void *arg, int status, const char *qid, const char *err)
 	free(orig);
 }
 
+/* deliver_dsn_domain - the original sender's domain into buf when it is
+ * verified for m's tenant (the DSN's From then uses it and is signed with
+ * its record); 0, or -1 */
+static int
+deliver_dsn_domain(struct dmsg *m, char *buf, size_t len)
+{
+	const char *at = strrchr(m->mail_from, '@'), *t, *st;
+	json_t *rec;
+	int ok;
+
+	if (at == NULL || at[1] == '\0' || strlen(at + 1) >= len)
+		return -1;
+	if ((rec = store_domain_get(m->dl->store, at + 1)) == NULL)
+		return -1;
+	t = json_string_value(json_object_get(rec, "tenant"));
+	st = json_string_value(json_object_get(rec, "status"));
+	ok = t != NULL && st != NULL && strcmp(t, m->tenant) == 0 &&
+	    strcmp(st, "verified") == 0;
+	if (ok)
+		util_strlcpy(buf, json_string_value(json_object_get(rec,
+		    "domain")) ? json_string_value(json_object_get(rec,
+		    "domain")) : at + 1, len);
+	json_decref(rec);
+	return ok ? 0 : -1;
+}
+
 /* deliver_dsn - one RFC 3464 report for the recipients of m that bounced
  * in this attempt, to m's sender, with a null reverse-path */
 static void
@@ -288,7 +350,9 @@ deliver_dsn(struct dmsg *m)
 	struct dsn_info in;
 	struct evbuffer *body;
 	char msgid[128], boundary[40], rid[25], *hfrom;
+	char fdom[DOMAIN_MAX_LEN + 1];
 	const char *rcpt;
+	json_t *client;
 	size_t i, n = 0;
 
 	if (m->mail_from[0] == '\0' || m->gone)
@@ -326,11 +390,14 @@ deliver_dsn(struct dmsg *m)
 	in.nrcpts = n;
 	in.headers = m->data;
 	in.headers_len = dsn_header_len(m->data, m->len);
+	if (deliver_dsn_domain(m, fdom, sizeof(fdom)) == 0)
+		in.from_domain = fdom;
 	if ((body = evbuffer_new()) == NULL)
 		fatalx("deliver: evbuffer_new failed");
 	dsn_build(&in, body);
 
-	hfrom = xasprintf("MAILER-DAEMON@%s", env->conf->hostname);
+	hfrom = xasprintf("MAILER-DAEMON@%s", in.from_domain ?
+	    in.from_domain : env->conf->hostname);
 	rcpt = m->mail_from;
 	memset(&envl, 0, sizeof(envl));
 	envl.tenant = m->tenant;
@@ -339,11 +406,15 @@ deliver_dsn(struct dmsg *m)
 	envl.message_id = msgid;
 	envl.rcpts = &rcpt;
 	envl.nrcpts = 1;
-	envl.client = NULL;
+	/* generated here: prepare.c signs it, does not ARC-seal it */
+	if ((client = json_pack("{s:b}", "dsn", 1)) == NULL)
+		fatalx("deliver: json_pack failed");
+	envl.client = client;
 	log_info("qid=%s event=dsn to=<%s> rcpts=%zu", m->qid, m->mail_from,
 	    n);
 	queue_submit(dl->queue, &envl, body, deliver_dsn_queued,
 	    xstrdup(m->qid), NULL);
+	json_decref(client);
 	evbuffer_free(body);
 	free(hfrom);
 	free(dr);
@@ -386,12 +457,15 @@ deliver_update_done(void *arg, int status, const char *qid, const char *err)
 		    r->enh[0] ? " " : "", r->enh, r->text ? r->text : "");
 		deliver_quote(q, sizeof(q), reply);
 		log_info("qid=%s tenant=%s rcpt=%s status=%s relay=%s "
-		    "attempts=%d reply=\"%s\"%s", m->qid, m->tenant, r->address,
-		    r->status, j->relay[0] ? j->relay : "none", r->attempts, q,
+		    "attempts=%d reply=\"%s\"%s%s%s", m->qid, m->tenant,
+		    r->address, r->status, j->relay[0] ? j->relay : "none",
+		    r->attempts, q, r->category ? " category=" : "",
+		    r->category ? r->category : "",
 		    status != 0 ? " record=failed" : "");
 	}
 	free(j->rcpts);
 	free(j->addrs);
+	free(j->data);
 	free(j);
 	deliver_msg_unref(m);
 }
@@ -469,7 +543,11 @@ deliver_job_record(struct djob *j, const enum smtpc_outcome *outcome,
 			    now);
 			break;
 		}
-		metrics_count_delivery(u[i].status, NULL, r->enh);
+		r->category = NULL;
+		if (outcome[i] != SMTPC_DELIVERED)
+			r->category = u[i].category = bounce_classify(r->code,
+			    r->enh, r->text, reply[i]->local, &u[i].suppress);
+		metrics_count_delivery(u[i].status, u[i].category, r->enh);
 		r->status = u[i].status;
 		u[i].enhanced = r->enh;
 		u[i].text = r->text;
@@ -935,6 +1013,33 @@ deliver_conn_connect(struct dconn *cn)
 	return 0;
 }
 
+/* deliver_job_copy - a personalised job sends its recipient's prepared
+ * copy (read from the queue once); without one, the base bytes */
+static void
+deliver_job_copy(struct djob *j, struct smtpc_msg *msg)
+{
+	struct evbuffer *buf;
+
+	if (j->data == NULL) {
+		if ((buf = evbuffer_new()) == NULL)
+			fatalx("deliver: evbuffer_new failed");
+		if (queue_rcpt_body_get(j->m->dl->store, j->m->qid,
+		    j->rcpts[0]->idx, buf) == 0) {
+			j->len = evbuffer_get_length(buf);
+			j->data = xmalloc(j->len ? j->len : 1);
+			evbuffer_remove(buf, j->data, j->len);
+		} else
+			log_warn("qid=%s rcpt=%s event=send copy=missing "
+			    "action=\"sending the unpersonalised bytes\"",
+			    j->m->qid, j->rcpts[0]->address);
+		evbuffer_free(buf);
+	}
+	if (j->data != NULL) {
+		msg->data = j->data;
+		msg->len = j->len;
+	}
+}
+
 /* deliver_conn_start - CONNECTING: connect to the current target;
  * IDLE with a job: send it */
 static void
@@ -957,6 +1062,8 @@ deliver_conn_start(struct dconn *cn)
 	msg.nrcpts = j->n;
 	msg.data = j->m->data;
 	msg.len = j->m->len;
+	if (j->personal)
+		deliver_job_copy(j, &msg);
 	smtpc_scan_message(&msg);
 	cn->state = DCONN_BUSY;
 	if (smtpc_send(cn->c, &msg, deliver_conn_done, cn) == -1) {
@@ -1077,6 +1184,58 @@ deliver_domain(const char *addr, char *buf, size_t len)
 	util_lower(buf);
 }
 
+static void deliver_dispatch(struct dmsg *);
+
+/* deliver_prepared - m's prepared bytes are committed: deliver them */
+static void
+deliver_prepared(void *arg, struct prepare_result *res)
+{
+	struct dmsg *m = arg;
+
+	m->preq = NULL;
+	if (res->status != 0) {
+		if (res->err != NULL && strcmp(res->err, "no such message") == 0)
+			log_info("qid=%s event=deleted reason=\"removed while "
+			    "being prepared\"", m->qid);
+		else
+			log_warn("qid=%s event=prepare status=failed "
+			    "reason=\"%s\" action=\"retry at the next scan\"",
+			    m->qid, res->err ? res->err : "?");
+		deliver_msg_free(m);
+		return;
+	}
+	free(m->data);
+	m->data = res->data;
+	m->len = res->len;
+	res->data = NULL;
+	m->personalised = res->personalised;
+	m->pending = 0;
+	deliver_dispatch(m);
+}
+
+/* deliver_prepare - hand m (not yet prepared) to the prepare stage */
+static void
+deliver_prepare(struct dmsg *m, const json_t *rec)
+{
+	const char **addrs;
+	unsigned *idx;
+	size_t i;
+
+	addrs = xcalloc(m->nrcpts, sizeof(*addrs));
+	idx = xcalloc(m->nrcpts, sizeof(*idx));
+	for (i = 0; i < m->nrcpts; i++) {
+		addrs[i] = m->rcpts[i].address;
+		idx[i] = m->rcpts[i].idx;
+	}
+	m->pending = 1;		/* kept until prepared */
+	m->preq = prepare_start(m->dl->prep, m->qid, rec, m->data, m->len,
+	    addrs, idx, m->nrcpts, deliver_prepared, m);
+	m->data = NULL;		/* the stage owns it until the callback */
+	m->len = 0;
+	free(addrs);
+	free(idx);
+}
+
 /* deliver_load - take qid from the queue for an attempt now */
 static void
 deliver_load(struct deliver *dl, const char *qid)
@@ -1085,11 +1244,9 @@ deliver_load(struct deliver *dl, const char *qid)
 	struct dmsg *m;
 	struct drcpt *r;
 	struct djob *j;
-	struct ddest *d, **touched, **dests;
-	json_t *msg, *rcpts, *rc, *lr;
-	char dom[DOMAIN_MAX_LEN + 1];
+	json_t *msg, *rcpts, *rc, *lr, *prep = NULL;
 	const char *st;
-	size_t i, k, n = 0, ntouched = 0;
+	size_t i, n = 0;
 	int64_t now = util_now();
 	unsigned h;
 
@@ -1140,6 +1297,12 @@ deliver_load(struct deliver *dl, const char *qid)
 		    "no attempt made");
 	}
 	m->nrcpts = n;
+	st = json_string_value(json_object_get(msg, "stage"));
+	if (st == NULL || strcmp(st, "prepared") != 0)
+		prep = json_incref(msg);	/* read by deliver_prepare */
+	else
+		m->personalised = json_is_true(json_object_get(msg,
+		    "personalised"));
 	json_decref(msg);
 	h = deliver_hash(m->qid);
 	m->hnext = dl->msgs[h];
@@ -1154,6 +1317,7 @@ deliver_load(struct deliver *dl, const char *qid)
 		TAILQ_INSERT_TAIL(&dl->committing, j, entry);
 		j->ureq = queue_update(dl->queue, m->qid, NULL, 0,
 		    deliver_update_done, j);
+		json_decref(prep);
 		return;
 	}
 	log_debug("qid=%s event=attempt rcpts=%zu", m->qid, n);
@@ -1173,14 +1337,98 @@ deliver_load(struct deliver *dl, const char *qid)
 		m->pending = 1;
 		deliver_job_fail(j, SMTPC_DEFERRED, 451, "4.4.7",
 		    m->rcpts[0].text, 0);
+		json_decref(prep);
 		return;
 	}
+	if (prep != NULL) {
+		deliver_prepare(m, prep);
+		json_decref(prep);
+		return;
+	}
+	deliver_dispatch(m);
+}
+
+/* deliver_suppressed - the recipients of m on its tenant's suppression
+ * list get the final status "suppressed" (no attempt, no DSN), in one
+ * update of their own; the others are left for their destinations */
+static void
+deliver_suppressed(struct dmsg *m)
+{
+	struct queue_rcpt_update *u;
+	struct djob *j;
+	struct drcpt *r;
+	json_t **recs;
+	const char *reason, *source;
+	size_t i, n = 0;
+
+	recs = xcalloc(m->nrcpts, sizeof(*recs));
+	u = xcalloc(m->nrcpts, sizeof(*u));
+	for (i = 0; i < m->nrcpts; i++) {
+		r = &m->rcpts[i];
+		if ((recs[n] = suppress_get(m->dl->store, m->tenant,
+		    r->address)) == NULL)
+			continue;
+		reason = json_string_value(json_object_get(recs[n], "reason"));
+		source = json_string_value(json_object_get(recs[n], "source"));
+		r->suppressed = 1;
+		r->status = "suppressed";
+		r->code = 0;
+		r->enh[0] = '\0';
+		free(r->text);
+		r->text = xasprintf("recipient is on the suppression list "
+		    "(%s): %s", source ? source : "manual",
+		    reason ? reason : "listed");
+		u[n].idx = r->idx;
+		u[n].status = "suppressed";
+		u[n].text = r->text;
+		u[n].enhanced = "";
+		u[n].category = json_string_value(json_object_get(recs[n],
+		    "category"));
+		n++;
+	}
+	if (n > 0) {
+		j = xcalloc(1, sizeof(*j));
+		j->m = m;
+		j->rcpts = xcalloc(n, sizeof(*j->rcpts));
+		j->addrs = xcalloc(n, sizeof(*j->addrs));
+		for (i = 0; i < m->nrcpts; i++)
+			if (m->rcpts[i].suppressed) {
+				j->rcpts[j->n] = &m->rcpts[i];
+				j->addrs[j->n++] = m->rcpts[i].address;
+			}
+		util_strlcpy(j->relay, "none", sizeof(j->relay));
+		m->pending++;
+		TAILQ_INSERT_TAIL(&m->dl->committing, j, entry);
+		j->ureq = queue_update(m->dl->queue, m->qid, u, n,
+		    deliver_update_done, j);
+	}
+	for (i = 0; i < n; i++)
+		json_decref(recs[i]);
+	free(recs);
+	free(u);
+}
+
+/* deliver_dispatch - m's jobs to their destinations: one transaction per
+ * destination (in chunks), or per recipient for personalised copies */
+static void
+deliver_dispatch(struct dmsg *m)
+{
+	struct deliver *dl = m->dl;
+	struct djob *j;
+	struct ddest *d, **touched, **dests;
+	char dom[DOMAIN_MAX_LEN + 1];
+	size_t i, k, n = m->nrcpts, ntouched = 0;
+	size_t chunk = m->personalised ? 1 : SMTPC_RCPTS_MAX;
+
+	deliver_suppressed(m);
 	touched = xcalloc(n, sizeof(*touched));
 
 	/* group by destination (one transaction per destination, in chunks
 	 * the client accepts); dests[] keeps the order of first use */
 	dests = xcalloc(n, sizeof(*dests));
 	for (i = 0; i < n; i++) {
+		if (m->rcpts[i].suppressed)
+			continue;
 		deliver_domain(m->rcpts[i].address, dom, sizeof(dom));
 		dests[i] = deliver_dest_get(dl, dom);
 	}
@@ -1193,13 +1441,20 @@ deliver_load(struct deliver *dl, const char *qid)
 			j->d = d;
 			j->rcpts = xcalloc(n, sizeof(*j->rcpts));
 			j->addrs = xcalloc(n, sizeof(*j->addrs));
-			for (; k < n && j->n < SMTPC_RCPTS_MAX; k++) {
+			for (; k < n && j->n < chunk; k++) {
 				if (dests[k] != d)
 					continue;
 				dests[k] = NULL;
 				j->rcpts[j->n] = &m->rcpts[k];
 				j->addrs[j->n++] = m->rcpts[k].address;
 			}
+			if (j->n == 0) {	/* d's last chunk was full */
+				free(j->rcpts);
+				free(j->addrs);
+				free(j);
+				break;
+			}
+			j->personal = m->personalised;
 			m->pending++;
 			TAILQ_INSERT_TAIL(&d->jobs, j, entry);
 			d->njobs++;
@@ -1285,6 +1540,11 @@ deliver_new(struct event_base *base, struct queue *q, struct store *st,
 	dl->store = st;
 	dl->dns = dns;
 	dl->ssl = ssl;
+	if ((dl->prep = prepare_new(st, q, err_r)) == NULL) {
+		SSL_CTX_free(ssl);
+		free(dl);
+		return NULL;
+	}
 	TAILQ_INIT(&dl->waiting);
 	TAILQ_INIT(&dl->committing);
 	if ((dl->scan_ev = evtimer_new(base, deliver_scan_cb, dl)) == NULL)
@@ -1317,8 +1577,11 @@ deliver_free(struct deliver *dl)
 		queue_cancel(j->ureq);
 		free(j->rcpts);
 		free(j->addrs);
+		free(j->data);
 		free(j);
 	}
+	/* messages being prepared: their callbacks never run */
+	prepare_free(dl->prep);
 	for (i = 0; i < DELIVER_HASH_SIZE; i++) {
 		while ((d = dl->dests[i]) != NULL) {
 			dl->dests[i] = d->hnext;
@@ -1328,6 +1591,7 @@ deliver_free(struct deliver *dl)
 				if (cn->job != NULL) {
 					free(cn->job->rcpts);
 					free(cn->job->addrs);
+					free(cn->job->data);
 					free(cn->job);
 					cn->job = NULL;
 				}
@@ -1343,6 +1607,7 @@ deliver_free(struct deliver *dl)
 				TAILQ_REMOVE(&d->jobs, j, entry);
 				free(j->rcpts);
 				free(j->addrs);
+				free(j->data);
 				free(j);
 			}
 			deliver_hosts_unref(d->hosts);

@@ -125,7 +125,8 @@ dsn_build(const struct dsn_info *in, struct evbuffer *out)
 	    "recipients. It has been returned for good: no further attempt\r\n"
 	    "will be made for the recipients listed below.\r\n"
 	    "\r\n",
-	    in->reporting_mta, from, date, in->message_id, in->boundary,
+	    in->from_domain != NULL ? in->from_domain : in->reporting_mta,
+	    from, date, in->message_id, in->boundary,
 	    in->boundary, in->reporting_mta, in->qid);
 	for (i = 0; i < in->nrcpts; i++) {
 		r = &in->rcpts[i];

@@ -43,6 +43,9 @@ struct dsn_info {
 	size_t			 nrcpts;
 	const unsigned char	*headers;	/* original header section */
 	size_t			 headers_len;
+	/* From: MAILER-DAEMON@from_domain (a tenant domain, so the report
+	 * can be DKIM-signed with d= its From domain); NULL: reporting_mta */
+	const char		*from_domain;
 };
 
 /* dsn_build - append the whole report (header and body) to out */

@@ -38,9 +38,11 @@
 #include <jansson.h>
 #include <lmdb.h>
 
+#include "events.h"
 #include "log.h"
 #include "queue.h"
 #include "store.h"
+#include "suppress.h"
 #include "util.h"
 
 /* Crockford base32: ASCII order equals numeric order */
@@ -53,6 +55,8 @@ static const char queue_b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 enum queue_kind {
 	QUEUE_REQ_SUBMIT = 0,	/* a new message */
 	QUEUE_REQ_UPDATE,	/* recipient results of a delivery attempt */
+	QUEUE_REQ_PREPARED,	/* prepared bytes of a message (prepare.c) */
+	QUEUE_REQ_EXEC,		/* queue_exec(): a function in the txn */
 };
 
 struct queue_req {
@@ -73,6 +77,12 @@ struct queue_req {
 	size_t			 aux_keylen;
 	char			*aux_val;
 	struct evbuffer		*body;
+	struct evbuffer		**rbodies;	/* QUEUE_REQ_PREPARED copies */
+	unsigned		*ridx;
+	size_t			 nrbodies;
+	queue_exec_fn		 exec_fn;	/* QUEUE_REQ_EXEC */
+	void			(*exec_free)(void *);
+	void			*exec_arg;
 	size_t			 size;
 	int64_t			 received_at;
 	queue_done_cb		 cb;
@@ -192,12 +202,19 @@ queue_req_free(struct queue_req *r)
 		free((char *)r->upd[i].enhanced);
 		free((char *)r->upd[i].text);
 		free((char *)r->upd[i].relay);
+		free((char *)r->upd[i].category);
 	}
 	free(r->upd);
 	if (r->client)
 		json_decref(r->client);
 	if (r->body)
 		evbuffer_free(r->body);
+	for (i = 0; i < r->nrbodies; i++)
+		evbuffer_free(r->rbodies[i]);
+	free(r->rbodies);
+	free(r->ridx);
+	if (r->exec_free != NULL)
+		r->exec_free(r->exec_arg);
 	free(r->aux_key);
 	free(r->aux_val);
 	free(r->err);
@@ -320,6 +337,8 @@ queue_update(struct queue *q, const char *qid,
 		r->upd[i].enhanced = xstrdup(u[i].enhanced ? u[i].enhanced : "");
 		r->upd[i].text = xstrdup(u[i].text ? u[i].text : "");
 		r->upd[i].relay = u[i].relay ? xstrdup(u[i].relay) : NULL;
+		r->upd[i].category = u[i].category ? xstrdup(u[i].category) :
+		    NULL;
 	}
 	r->cb = cb;
 	r->arg = arg;
@@ -327,6 +346,66 @@ queue_update(struct queue *q, const char *qid,
 	pthread_mutex_lock(&q->mtx);
 	if (q->stopping)
 		fatalx("queue_update: queue is stopping");
+	TAILQ_INSERT_TAIL(&q->pending, r, entry);
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->mtx);
+	return r;
+}
+
+struct queue_req *
+queue_set_prepared(struct queue *q, const char *qid, struct evbuffer *body,
+    struct evbuffer *const *rbodies, const unsigned *idx, size_t n,
+    queue_done_cb cb, void *arg)
+{
+	struct queue_req *r = xcalloc(1, sizeof(*r));
+	size_t i;
+
+	r->kind = QUEUE_REQ_PREPARED;
+	util_strlcpy(r->qid, qid, sizeof(r->qid));
+	if (body != NULL) {
+		if ((r->body = evbuffer_new()) == NULL ||
+		    evbuffer_add_buffer(r->body, body) != 0)
+			fatalx("queue_set_prepared: evbuffer failed");
+		r->size = evbuffer_get_length(r->body);
+	}
+	r->rbodies = xcalloc(n ? n : 1, sizeof(*r->rbodies));
+	r->ridx = xcalloc(n ? n : 1, sizeof(*r->ridx));
+	r->nrbodies = n;
+	for (i = 0; i < n; i++) {
+		if ((r->rbodies[i] = evbuffer_new()) == NULL ||
+		    evbuffer_add_buffer(r->rbodies[i], rbodies[i]) != 0)
+			fatalx("queue_set_prepared: evbuffer failed");
+		r->ridx[i] = idx[i];
+		r->size += evbuffer_get_length(r->rbodies[i]);
+	}
+	r->cb = cb;
+	r->arg = arg;
+
+	pthread_mutex_lock(&q->mtx);
+	if (q->stopping)
+		fatalx("queue_set_prepared: queue is stopping");
+	TAILQ_INSERT_TAIL(&q->pending, r, entry);
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->mtx);
+	return r;
+}
+
+struct queue_req *
+queue_exec(struct queue *q, queue_exec_fn fn, void (*free_fn)(void *),
+    void *arg, queue_done_cb cb, void *cbarg)
+{
+	struct queue_req *r = xcalloc(1, sizeof(*r));
+
+	r->kind = QUEUE_REQ_EXEC;
+	r->exec_fn = fn;
+	r->exec_free = free_fn;
+	r->exec_arg = arg;
+	r->cb = cb;
+	r->arg = cbarg;
+
+	pthread_mutex_lock(&q->mtx);
+	if (q->stopping)
+		fatalx("queue_exec: queue is stopping");
 	TAILQ_INSERT_TAIL(&q->pending, r, entry);
 	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->mtx);
@@ -492,6 +571,24 @@ queue_resched(MDB_txn *txn, MDB_dbi dbi, const char *qid, int64_t old,
 	return 0;
 }
 
+/* queue_suppress - the suppression record of a hard bounce, inside txn:
+ * reason "CODE ENH text" of the bounce */
+static int
+queue_suppress(MDB_txn *txn, struct store *st, const json_t *msg,
+    const json_t *rec, const struct queue_rcpt_update *u, const char *qid)
+{
+	char *reason;
+	int rc;
+
+	reason = xasprintf("%d%s%s %s", u->code, u->enhanced[0] ? " " : "",
+	    u->enhanced, u->text);
+	rc = suppress_put_txn(st, txn, json_string_value(json_object_get(msg,
+	    "tenant")), json_string_value(json_object_get(rec, "address")),
+	    reason, u->category, "bounce", qid);
+	free(reason);
+	return rc == MDB_BAD_VALSIZE ? 0 : rc;
+}
+
 /* queue_write_update - apply one attempt's recipient results inside txn:
  * the rcpts records and the message's schedule key change together. A
  * recipient already delivered or bounced is never changed again. */
@@ -540,6 +637,9 @@ queue_write_update(struct queue *q, MDB_txn *txn, struct queue_req *r,
 		if (u->relay != NULL)
 			json_object_set_new(reply, "relay",
 			    queue_jstr(u->relay));
+		if (u->category != NULL && u->category[0] != '\0')
+			json_object_set_new(reply, "category",
+			    queue_jstr(u->category));
 		json_object_set_new(rec, "last_reply", reply);
 		json_object_set_new(rec, "updated_at", json_integer(now));
 		json_object_set_new(rec, "next_attempt", json_integer(
@@ -548,6 +648,14 @@ queue_write_update(struct queue *q, MDB_txn *txn, struct queue_req *r,
 		rkey[QUEUE_ID_LEN + 1] = (unsigned char)(u->idx & 0xff);
 		if ((rc = queue_put_json(txn, drc, rkey, sizeof(rkey), rec,
 		    0)) != 0)
+			goto fail;
+		/* a hard bounce lists the address (an address that cannot be
+		 * listed is skipped, not an error) */
+		if (u->suppress && strcmp(u->status, "bounced") == 0 &&
+		    (rc = queue_suppress(txn, st, msg, rec, u, r->qid)) != 0)
+			goto fail;
+		/* its event, in the same transaction */
+		if ((rc = events_update_txn(txn, st, msg, rec)) != 0)
 			goto fail;
 	}
 	new = queue_active_min(recs, n);
@@ -571,6 +679,75 @@ fail:
 	return rc;
 }
 
+/* queue_put_body - bytes of buf under key in bodies (overwriting) */
+static int
+queue_put_body(struct queue *q, MDB_txn *txn, const void *k, size_t klen,
+    struct evbuffer *buf)
+{
+	MDB_val key = { klen, (void *)k }, val;
+	size_t len = evbuffer_get_length(buf);
+	int rc;
+
+	val.mv_size = len;
+	val.mv_data = NULL;
+	if ((rc = mdb_put(txn, store_dbi(q->store, DB_BODIES), &key, &val,
+	    MDB_RESERVE)) != 0)
+		return rc;
+	if (len > 0 &&
+	    evbuffer_copyout(buf, val.mv_data, len) != (ev_ssize_t)len)
+		fatalx("queue: evbuffer_copyout short");
+	return 0;
+}
+
+/* queue_write_prepared - a message's prepared bytes and stage, inside
+ * txn; a message already prepared (or gone) is left alone */
+static int
+queue_write_prepared(struct queue *q, MDB_txn *txn, struct queue_req *r,
+    const char **err_r)
+{
+	unsigned char rkey[QUEUE_RCPT_KEY_LEN];
+	const char *stage;
+	json_t *msg;
+	size_t i;
+	int rc = 0;
+
+	msg = queue_get_json(txn, store_dbi(q->store, DB_MESSAGES), r->qid,
+	    QUEUE_ID_LEN);
+	if (msg == NULL) {
+		r->gone = 1;
+		return 0;
+	}
+	stage = json_string_value(json_object_get(msg, "stage"));
+	if (stage != NULL && (strcmp(stage, "prepared") == 0 ||
+	    strcmp(stage, "done") == 0)) {
+		json_decref(msg);
+		return 0;
+	}
+	if (r->body != NULL) {
+		rc = queue_put_body(q, txn, r->qid, QUEUE_ID_LEN, r->body);
+		json_object_set_new(msg, "prepared_size", json_integer(
+		    (json_int_t)evbuffer_get_length(r->body)));
+	}
+	memcpy(rkey, r->qid, QUEUE_ID_LEN);
+	for (i = 0; rc == 0 && i < r->nrbodies; i++) {
+		rkey[QUEUE_ID_LEN] = (unsigned char)(r->ridx[i] >> 8);
+		rkey[QUEUE_ID_LEN + 1] = (unsigned char)(r->ridx[i] & 0xff);
+		rc = queue_put_body(q, txn, rkey, sizeof(rkey), r->rbodies[i]);
+	}
+	if (rc == 0) {
+		json_object_set_new(msg, "stage", json_string("prepared"));
+		if (r->nrbodies > 0)
+			json_object_set_new(msg, "personalised", json_true());
+		rc = queue_put_json(txn, store_dbi(q->store, DB_MESSAGES),
+		    r->qid, QUEUE_ID_LEN, msg, 0);
+	}
+	json_decref(msg);
+	if (rc != 0)
+		*err_r = rc == MDB_MAP_FULL ? "queue storage full" :
+		    "queue write failed";
+	return rc;
+}
+
 /* queue_write_one - all records of one message, inside txn */
 static int
 queue_write_one(struct queue *q, MDB_txn *txn, struct queue_req *r,
@@ -586,6 +763,14 @@ queue_write_one(struct queue *q, MDB_txn *txn, struct queue_req *r,
 
 	if (r->kind == QUEUE_REQ_UPDATE)
 		return queue_write_update(q, txn, r, now, err_r);
+	if (r->kind == QUEUE_REQ_PREPARED)
+		return queue_write_prepared(q, txn, r, err_r);
+	if (r->kind == QUEUE_REQ_EXEC) {
+		if ((rc = r->exec_fn(txn, st, r->exec_arg)) != 0)
+			*err_r = rc == MDB_MAP_FULL ? "queue storage full" :
+			    "queue write failed";
+		return rc;
+	}
 	if (r->nrcpts == 0 || r->nrcpts > QUEUE_RCPTS_MAX) {
 		*err_r = "bad number of recipients";
 		return EINVAL;
@@ -602,6 +787,10 @@ queue_write_one(struct queue *q, MDB_txn *txn, struct queue_req *r,
 		fatalx("queue: json_pack failed");
 	rc = queue_put_json(txn, store_dbi(st, DB_MESSAGES), r->qid,
 	    QUEUE_ID_LEN, msg, MDB_NOOVERWRITE);
+	/* one "queued" event per recipient, in the same transaction */
+	if (rc == 0)
+		rc = events_queued_txn(txn, st, msg,
+		    (const char *const *)r->rcpts, r->nrcpts);
 	json_decref(msg);
 	if (rc != 0)
 		goto fail;
@@ -688,14 +877,17 @@ queue_write_batch(struct queue *q, struct queue_req **reqs, size_t n,
 		if ((rc = queue_write_one(q, txn, reqs[i], now, err_r)) != 0) {
 			*bad_r = reqs[i];
 			mdb_txn_abort(txn);
+			events_txn_end(0);
 			return rc;
 		}
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0) {
+		events_txn_end(0);
 		*err_r = rc == MDB_MAP_FULL ? "queue storage full" :
 		    "queue commit failed";
 		return rc;
 	}
+	events_txn_end(1);
 	return 0;
 }
 
@@ -705,9 +897,10 @@ queue_fail(struct queue_req *r, int rc, const char *reason)
 {
 	r->status = -1;
 	r->err = xstrdup(reason);
-	if (r->kind == QUEUE_REQ_UPDATE) {
-		log_warn("qid=%s event=update status=failed reason=\"%s\" "
-		    "error=\"%s\"", r->qid, reason, mdb_strerror(rc));
+	if (r->kind != QUEUE_REQ_SUBMIT) {
+		log_warn("qid=%s event=%s status=failed reason=\"%s\" "
+		    "error=\"%s\"", r->qid, r->kind == QUEUE_REQ_UPDATE ?
+		    "update" : "prepared", reason, mdb_strerror(rc));
 		return;
 	}
 	log_warn("qid=%s tenant=%s status=failed reason=\"%s\" error=\"%s\"",
@@ -719,7 +912,7 @@ static void
 queue_ok(struct queue_req *r)
 {
 	r->status = 0;
-	if (r->kind == QUEUE_REQ_UPDATE) {
+	if (r->kind != QUEUE_REQ_SUBMIT) {
 		if (r->gone) {
 			r->status = -1;
 			r->err = xstrdup("no such message");
@@ -931,7 +1124,7 @@ queue_list_json(struct store *st)
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	MDB_val key, val;
-	json_t *list = json_array(), *msg, *rcpts, *rc_obj, *item;
+	json_t *list = json_array(), *msg, *rcpts, *rc_obj, *item, *cat;
 	char qid[QUEUE_ID_LEN + 1];
 	const char *status;
 	json_int_t next, na, received;
@@ -956,6 +1149,7 @@ queue_list_json(struct store *st)
 		rcpts = queue_rcpts_json(st, txn, qid);
 		active = queued = 0;
 		next = 0;
+		cat = NULL;	/* the first deferred recipient's category */
 		json_array_foreach(rcpts, i, rc_obj) {
 			status = json_string_value(json_object_get(rc_obj,
 			    "status"));
@@ -965,6 +1159,9 @@ queue_list_json(struct store *st)
 			active++;
 			if (strcmp(status, "queued") == 0)
 				queued++;
+			else if (cat == NULL)
+				cat = json_incref(json_object_get(json_object_get(
+				    rc_obj, "last_reply"), "category"));
 			na = json_integer_value(json_object_get(rc_obj,
 			    "next_attempt"));
 			if (active == 1 || na < next)
@@ -985,9 +1182,12 @@ queue_list_json(struct store *st)
 			    "age", (json_int_t)(now - received),
 			    "next_attempt", next,
 			    "status", queued ? "queued" : "deferred");
+			if (item != NULL && json_is_string(cat))
+				json_object_set(item, "category", cat);
 			if (item != NULL)
 				json_array_append_new(list, item);
 		}
+		json_decref(cat);
 		json_decref(msg);
 	}
 	mdb_cursor_close(cur);
@@ -1008,6 +1208,31 @@ queue_body_get(struct store *st, const char *qid, struct evbuffer *buf)
 		return -1;
 	key.mv_size = QUEUE_ID_LEN;
 	key.mv_data = (void *)qid;
+	if (mdb_get(txn, store_dbi(st, DB_BODIES), &key, &val) == 0 &&
+	    evbuffer_add(buf, val.mv_data, val.mv_size) == 0)
+		ret = 0;
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+int
+queue_rcpt_body_get(struct store *st, const char *qid, unsigned idx,
+    struct evbuffer *buf)
+{
+	unsigned char rkey[QUEUE_RCPT_KEY_LEN];
+	MDB_txn *txn;
+	MDB_val key, val;
+	int ret = -1;
+
+	if (queue_id_valid(qid) != 0 || idx > QUEUE_RCPTS_MAX)
+		return -1;
+	if (mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn) != 0)
+		return -1;
+	memcpy(rkey, qid, QUEUE_ID_LEN);
+	rkey[QUEUE_ID_LEN] = (unsigned char)(idx >> 8);
+	rkey[QUEUE_ID_LEN + 1] = (unsigned char)(idx & 0xff);
+	key.mv_size = sizeof(rkey);
+	key.mv_data = rkey;
 	if (mdb_get(txn, store_dbi(st, DB_BODIES), &key, &val) == 0 &&
 	    evbuffer_add(buf, val.mv_data, val.mv_size) == 0)
 		ret = 0;
@@ -1220,6 +1445,10 @@ queue_delete(struct store *st, const char *qid, char **err_r)
 		key.mv_size = sizeof(rkey);
 		key.mv_data = rkey;
 		rc = mdb_del(txn, store_dbi(st, DB_RCPTS), &key, NULL);
+		/* a prepared per-recipient copy, if any */
+		if (rc == 0 && (rc = mdb_del(txn, store_dbi(st, DB_BODIES),
+		    &key, NULL)) == MDB_NOTFOUND)
+			rc = 0;
 	}
 	free(recs);
 	json_decref(msg);

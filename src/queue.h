@@ -40,6 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
+#include <lmdb.h>
 
 struct event_base;
 struct evbuffer;
@@ -133,6 +134,14 @@ struct queue_rcpt_update {
 	const char	*text;		/* sanitised reply text */
 	const char	*relay;		/* "host[ip]:port" or NULL */
 	int64_t		 next_attempt;	/* deferred: when to retry */
+	/* issue 7 (suppress helper): category of a failure (bounce.h's
+	 * name, NULL for none), kept as last_reply.category; suppress: a
+	 * "bounced" result also lists the recipient on the tenant's
+	 * suppression list (suppress.h, source "bounce") in the same
+	 * transaction. status may also be "suppressed" (final, no
+	 * attempt). */
+	const char	*category;
+	int		 suppress;
 };
 
 struct queue_req *queue_update(struct queue *, const char *qid,
@@ -164,6 +173,41 @@ long queue_flush(struct store *, char **err_r);
  * schedule) in one write transaction; -1 and *err_r (to free) when unknown
  * or on error. A delivery in progress finds it gone and stops. */
 int queue_delete(struct store *, const char *qid, char **err_r);
+
+/*
+ * Prepare stage (prepare.c, run by deliver.c before the first attempt).
+ *
+ * queue_set_prepared - through the writer thread, in one transaction:
+ * replace bodies[qid] with body (the signed/sealed bytes), store each
+ * per-recipient copy rbodies[i] under bodies qid + 2-byte big-endian
+ * index idx[i] (n 0 when the message has no per-recipient copies), and
+ * set the message record's "stage" to "prepared" ("personalised": true
+ * when n > 0; "prepared_size": bytes of body). A message already
+ * "prepared" is left alone (idempotent). body may be NULL to keep the
+ * stored bytes (personalised messages keep their unsigned base). The
+ * evbuffers' contents are moved out. cb runs on the main loop: status 0
+ * committed; -1 "no such message" or a storage error.
+ */
+struct queue_req *queue_set_prepared(struct queue *, const char *qid,
+    struct evbuffer *body, struct evbuffer *const *rbodies,
+    const unsigned *idx, size_t n, queue_done_cb cb, void *arg);
+/* queue_rcpt_body_get - append the prepared copy of recipient idx of qid
+ * to buf; 0 found, -1 none */
+int queue_rcpt_body_get(struct store *, const char *qid, unsigned idx,
+    struct evbuffer *buf);
+
+/*
+ * queue_exec - run fn(txn, store, arg) on the writer thread inside its
+ * next group-commit transaction (events.c and webhook.c: events not tied
+ * to a queue change, webhook cursors, pruning). fn returns 0 or an LMDB
+ * error, which fails it like any request; it may run more than once (a
+ * failed batch is retried one request at a time), so it must not consume
+ * arg. cb (may be NULL) runs on the main loop after the commit with
+ * status 0 or -1; then free_fn(arg) (may be NULL).
+ */
+typedef int (*queue_exec_fn)(MDB_txn *, struct store *, void *arg);
+struct queue_req *queue_exec(struct queue *, queue_exec_fn fn,
+    void (*free_fn)(void *), void *arg, queue_done_cb cb, void *cbarg);
 
 /* Batch bounds of the group commit: a batch closes at this many requests
  * or body bytes, whichever comes first (always at least one request). */

@@ -213,11 +213,29 @@ def test_submit_queued_and_message_show(petrel, tenant):
     assert "s3cret-pass" not in petrel.log()
 
 
+SIGNING_FIELDS = (b"dkim-signature", b"arc-seal", b"arc-message-signature",
+                  b"arc-authentication-results")
+
+
+def without_signatures(body):
+    """without_signatures - the stored message less the signature fields the
+    prepare stage may already have put on top (it replaces the stored body
+    once the message is signed)"""
+    while True:
+        name = body.split(b":", 1)[0].lower()
+        if name not in SIGNING_FIELDS:
+            return body
+        end = body.index(b"\r\n")
+        while body[end + 2:end + 3] in (b" ", b"\t"):
+            end = body.index(b"\r\n", end + 2)
+        body = body[end + 2:]
+
+
 def test_trace_headers_added(petrel, tenant):
     frm = "app@" + tenant["domain"]
     code, r = submit(petrel, tenant, msg=message(frm, body="..dot\r\nx\r\n"))
     assert code == 250, r
-    body = stored_body(petrel, qid_of(r.decode()))
+    body = without_signatures(stored_body(petrel, qid_of(r.decode())))
     head, _, rest = body.partition(b"\r\n\r\n")
     assert body.startswith(b"Received: from client.test ([127.0.0.1])\r\n"
                            b"\tby petrel.test (Petrel) with ESMTPSA\r\n")

@@ -1,0 +1,144 @@
+#!/bin/bash
+# bench/e2e-dkim.sh - end-to-end rate with DKIM signing: smtp-source ->
+# petreld (relay listener) -> queue (LMDB, group commit) -> prepare stage
+# (DKIM RSA-2048 + Ed25519 signatures on the worker threads, prepared
+# bytes committed through the group commit) -> delivery -> smtp-sink
+# (Postfix's) on 127.0.0.2, then the same load through Postfix with the
+# OpenDKIM milter (postfix-peer.sh N SIZE CONC dkim), so both figures
+# appear side by side. The sender domain is a managed domain (verified at
+# once, with its RSA-2048 and Ed25519 keys). Petrel's line also gives the
+# number of DKIM signing runs its /metrics counted (one per message).
+#
+# usage: PETREL_BUILD_DIR=/path/to/build bench/e2e-dkim.sh [N] [SIZE] [CONC]
+#   N     messages (default 20000)
+#   SIZE  message size in bytes (default 4096)
+#   CONC  concurrent SMTP sessions in, and outbound connections per
+#         destination out (default 20)
+# Petrel's figure is N divided by the time from the first submission until
+# the sink has accepted the N-th message. Petrel reaches the sink through
+# its relayhost setting ([127.0.0.2], port from smtp_remote_port), so no
+# DNS is involved (as in the Postfix peer, which uses relayhost too).
+# Builds nothing: PETREL_BUILD_DIR must hold petreld and petrelctl, built
+# without sanitizers for meaningful numbers. Everything runs on 127.0.0.0/8;
+# the temporary directory is removed at the end (PETREL_KEEP_TMP=1 keeps
+# it). PEER=0 skips the Postfix run.
+set -eu
+
+N=${1:-20000}
+SIZE=${2:-4096}
+CONC=${3:-20}
+HERE=$(cd "$(dirname "$0")" && pwd)
+B=${PETREL_BUILD_DIR:-$HERE/../build}
+PEER_SCRIPT=${PEER_SCRIPT:-/work/shared/bench/postfix-peer.sh}
+PY=/usr/bin/python3
+TIMEOUT=${TIMEOUT:-300}
+
+for prog in petreld petrelctl; do
+	[ -x "$B/$prog" ] || { echo "e2e-dkim.sh: no $B/$prog (set PETREL_BUILD_DIR)" >&2; exit 1; }
+done
+for prog in smtp-source smtp-sink; do
+	command -v $prog >/dev/null || { echo "e2e-dkim.sh: $prog (postfix) not installed" >&2; exit 1; }
+done
+if ldd "$B/petreld" 2>/dev/null | grep -q 'libasan\|libubsan'; then
+	echo "e2e-dkim.sh: WARNING: $B/petreld is a sanitizer build; numbers are not representative" >&2
+fi
+
+W=$(mktemp -d /tmp/petrel-e2e.XXXXXX)
+PID=
+SINK=
+cleanup() {
+	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+		kill -TERM "$PID" 2>/dev/null || true
+		wait "$PID" 2>/dev/null || true
+	fi
+	if [ -n "$SINK" ]; then
+		kill "$SINK" 2>/dev/null || true
+		wait "$SINK" 2>/dev/null || true
+	fi
+	[ -n "${PETREL_KEEP_TMP:-}" ] || rm -rf "$W"
+}
+trap cleanup EXIT
+
+free_port() {
+	$PY -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"
+}
+P_SUB=$(free_port 127.0.0.1); P_SUBS=$(free_port 127.0.0.1)
+P_RELAY=$(free_port 127.0.0.1); P_DNS=$(free_port 127.0.0.1)
+P_SINK=$(free_port 127.0.0.2); P_METRICS=$(free_port 127.0.0.1)
+
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+	-keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1
+chmod 600 "$W/key.pem"
+
+cat > "$W/petrel.conf" <<EOF
+hostname = petrel.test
+data_dir = $W/data
+listen_submission = 127.0.0.1:$P_SUB
+listen_submissions = 127.0.0.1:$P_SUBS
+listen_relay = 127.0.0.1:$P_RELAY
+tls_cert = $W/cert.pem
+tls_key = $W/key.pem
+managed_zone = petrel.test
+# nobody answers here: no DNS traffic leaves the machine
+resolver = 127.0.0.1:$P_DNS
+relayhost = [127.0.0.2]
+smtp_remote_port = $P_SINK
+smtp_destination_concurrency = $CONC
+log_level = warn
+max_connections_per_ip = 10000
+listen_metrics = 127.0.0.1:$P_METRICS
+EOF
+
+ctl() { "$B/petrelctl" -c "$W/petrel.conf" "$@"; }
+
+# the sink: counts accepted messages ("mesg=N") on stdout
+smtp-sink -u root -c "127.0.0.2:$P_SINK" 1000 >"$W/sink.out" 2>&1 &
+SINK=$!
+
+"$B/petreld" -d -c "$W/petrel.conf" 2>"$W/petreld.log" &
+PID=$!
+UP=
+for _ in $(seq 1 200); do
+	if (exec 3<>"/dev/tcp/127.0.0.1/$P_RELAY") 2>/dev/null; then UP=1; break; fi
+	kill -0 "$PID" 2>/dev/null || { echo "e2e-dkim.sh: petreld died:" >&2; tail -20 "$W/petreld.log" >&2; exit 1; }
+	sleep 0.05
+done
+[ -n "$UP" ] || { echo "e2e-dkim.sh: relay listener not accepting" >&2; tail -20 "$W/petreld.log" >&2; exit 1; }
+
+ctl tenant add bench >/dev/null
+DOMAIN=$(ctl domain add-managed bench | grep -oE '[A-Za-z0-9][A-Za-z0-9-]*\.petrel\.test' | head -1 | tr '[:upper:]' '[:lower:]')
+[ -n "$DOMAIN" ] || { echo "e2e-dkim.sh: domain add-managed gave no domain" >&2; exit 1; }
+ctl network add bench 127.0.0.0/8 >/dev/null
+
+sink_count() {
+	tr '\r' '\n' < "$W/sink.out" | grep -oE 'mesg=[0-9]+' | tail -1 | cut -d= -f2
+}
+
+T0=$(date +%s.%N)
+smtp-source -s "$CONC" -m "$N" -l "$SIZE" -f "sender@$DOMAIN" -t rcpt@dest.test \
+	"127.0.0.1:$P_RELAY"
+T1=$(date +%s.%N)
+DEADLINE=$(( $(date +%s) + TIMEOUT ))
+while :; do
+	GOT=$(sink_count); GOT=${GOT:-0}
+	[ "$GOT" -ge "$N" ] && break
+	if [ "$(date +%s)" -ge "$DEADLINE" ]; then
+		echo "e2e-dkim.sh: WARNING: only $GOT of $N messages reached the sink after ${TIMEOUT}s" >&2
+		break
+	fi
+	kill -0 "$PID" 2>/dev/null || { echo "e2e-dkim.sh: petreld died:" >&2; tail -20 "$W/petreld.log" >&2; exit 1; }
+	sleep 0.05
+done
+T2=$(date +%s.%N)
+PENDING=$(ctl queue list --json | $PY -c 'import json,sys; print(len(json.load(sys.stdin)))')
+SIGNED=$($PY -c 'import sys, urllib.request
+t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=10).read().decode()
+print(next((l.split()[1] for l in t.splitlines() if l.startswith("petrel_dkim_sign_seconds_count")), "?"))' "$P_METRICS" 2>/dev/null || echo "?")
+kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
+
+$PY -c "n=$N; a=$T1-$T0; b=$T2-$T0; print(f'petrel+dkim accept {n/a:.0f} msg/s, end-to-end {$GOT/b:.0f} msg/s (N={n} size=$SIZE conc=$CONC; {b:.2f} s; delivered={$GOT} pending={$PENDING} dkim_signed=$SIGNED)')"
+grep -m5 'level=warn\|level=error' "$W/petreld.log" >&2 || true
+
+if [ "${PEER:-1}" != 0 ]; then
+	"$PEER_SCRIPT" "$N" "$SIZE" "$CONC" dkim
+fi
