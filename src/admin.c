@@ -253,7 +253,7 @@ admin_domain_view(const json_t *rec)
 		"type", "name", "value", "purpose", "status"
 	};
 	static const char *const extra[] = {
-		"created", "checked_at", "senders", "keys"
+		"created", "checked_at", "senders", "keys", "unsubscribe"
 	};
 	json_t *pub, *out, *records, *r, *o, *v;
 	const char *s;

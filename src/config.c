@@ -133,6 +133,13 @@ static const struct conf_key conf_keys[] = {
 	    0, 0 },
 	{ "http_max_body", CONF_SIZE, "16M", OFF(http_max_body), KIB, GIB, 0 },
 	{ "listen_metrics", CONF_LISTEN, NULL, OFF(listen_metrics), 0, 0, 0 },
+	{ "event_retention", CONF_DURATION, "30d", OFF(event_retention), 60,
+	    3650 * DAY, 0 },
+	{ "webhook_ca_file", CONF_STRING, NULL, OFF(webhook_ca_file), 0, 0, 0 },
+	{ "unsubscribe_base_url", CONF_STRING, NULL, OFF(unsubscribe_base_url),
+	    0, 0, 0 },
+	{ "unsubscribe_mailto", CONF_STRING, NULL, OFF(unsubscribe_mailto), 0,
+	    0, 0 },
 };
 
 #define CONF_NKEYS	nitems(conf_keys)
@@ -831,6 +838,49 @@ config_transport_lookup(const char *transport, const char *domain)
 	return NULL;
 }
 
+/* conf_check_url - an http(s) URL base that can go inside <...> of a
+ * header field: printable ASCII without space, '<', '>', '"', ',' */
+static int
+conf_check_url(const char *v, const char **err_r)
+{
+	const char *p;
+
+	if (strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0) {
+		*err_r = "must start with https:// (or http://)";
+		return -1;
+	}
+	if (strlen(v) > 256) {
+		*err_r = "longer than 256 characters";
+		return -1;
+	}
+	for (p = v; *p != '\0'; p++)
+		if (*p <= 0x20 || *p >= 0x7f || strchr("<>\",\\", *p) != NULL) {
+			*err_r = "character not allowed in the URL";
+			return -1;
+		}
+	return 0;
+}
+
+/* conf_check_mailbox - local@domain for a mailto: URI */
+static int
+conf_check_mailbox(const char *v, const char **err_r)
+{
+	const char *p, *at = strrchr(v, '@');
+
+	if (at == NULL || at == v || at[1] == '\0' ||
+	    strlen(v) > ADDRESS_MAX_LEN) {
+		*err_r = "must be an address local@domain";
+		return -1;
+	}
+	for (p = v; *p != '\0'; p++)
+		if (*p <= 0x20 || *p >= 0x7f ||
+		    strchr("<>\",\\?&%()[]:;", *p) != NULL) {
+			*err_r = "character not allowed in the address";
+			return -1;
+		}
+	return 0;
+}
+
 /* conf_check - cross-key rules once the whole file is read */
 static int
 conf_check(const struct petrel_conf *c, const char **key_r,
@@ -873,6 +923,16 @@ conf_check(const struct petrel_conf *c, const char **key_r,
 		    c->arc_selector == NULL ? "arc_selector" : "arc_key_file";
 		*err_r = "arc_domain, arc_selector and arc_key_file must be "
 		    "set together";
+		return -1;
+	}
+	if (c->unsubscribe_base_url != NULL &&
+	    conf_check_url(c->unsubscribe_base_url, err_r) == -1) {
+		*key_r = "unsubscribe_base_url";
+		return -1;
+	}
+	if (c->unsubscribe_mailto != NULL &&
+	    conf_check_mailbox(c->unsubscribe_mailto, err_r) == -1) {
+		*key_r = "unsubscribe_mailto";
 		return -1;
 	}
 	return 0;

@@ -74,6 +74,15 @@ struct petrel_conf {
 	uint64_t	 http_max_body;		/* request body bytes, 16M */
 	/* metrics (metrics.c) */
 	struct conf_listen listen_metrics;	/* off; GET /metrics, no auth */
+	/* events and webhooks (events.c, webhook.c) */
+	long		 event_retention;	/* seconds, 30d */
+	char		*webhook_ca_file;	/* NULL = system CAs */
+	/* RFC 8058 one-click unsubscribe (unsub.c) */
+	char		*unsubscribe_base_url;	/* https://HOST[:PORT]; NULL:
+						 * apikey_endpoint, else
+						 * https://<listen_https[0]> */
+	char		*unsubscribe_mailto;	/* mailbox for the mailto: URI;
+						 * NULL: https URI only */
 };
 
 /* A next hop (relayhost, transport entries): "[host]:port" or "[host]"

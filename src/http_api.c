@@ -5,6 +5,8 @@
  *
  *   POST /emails:send?api-version=V        EmailMessage JSON -> 202
  *   GET  /emails/operations/ID?api-version=V  -> {"id","status","error"}
+ *   GET  /events?since=CURSOR[&limit=N][&types=a,b]  the tenant's events
+ *                                         -> {"events":[...],"next":CURSOR}
  *   /admin/...                            operator key: see http_admin
  *
  * Two evhttp servers share one request handler: listen_https (TLS with
@@ -61,6 +63,7 @@
 #include "admin.h"
 #include "apikey.h"
 #include "config.h"
+#include "events.h"
 #include "http_api.h"
 #include "limits.h"
 #include "log.h"
@@ -68,6 +71,8 @@
 #include "petrel.h"
 #include "queue.h"
 #include "store.h"
+#include "suppress.h"
+#include "unsub.h"
 #include "util.h"
 #include "worker.h"
 
@@ -160,6 +165,9 @@ struct http_route {
 static void http_send(struct http_ctx *);
 static void http_op_get(struct http_ctx *);
 static void http_admin(struct http_ctx *);
+static void http_suppressions(struct http_ctx *);
+static void http_unsub(struct http_ctx *);
+static void http_events(struct http_ctx *);
 
 #define HTTP_ANY	((enum evhttp_cmd_type)0)	/* the handler decides */
 
@@ -167,7 +175,12 @@ static const struct http_route http_routes[] = {
 	{ EVHTTP_REQ_POST, "/emails:send", HTTP_R_KEY, http_send },
 	{ EVHTTP_REQ_GET, "/emails/operations/", HTTP_R_PREFIX | HTTP_R_KEY,
 	    http_op_get },
+	{ EVHTTP_REQ_GET, "/events", HTTP_R_KEY, http_events },
 	{ HTTP_ANY, "/admin/", HTTP_R_PREFIX | HTTP_R_ADMIN, http_admin },
+	{ HTTP_ANY, "/suppressions", HTTP_R_KEY, http_suppressions },
+	{ HTTP_ANY, "/suppressions/", HTTP_R_PREFIX | HTTP_R_KEY,
+	    http_suppressions },
+	{ HTTP_ANY, "/u/", HTTP_R_PREFIX, http_unsub },	/* no API key */
 };
 
 static struct http_server http_servers[2] = {
@@ -902,6 +915,11 @@ http_send(struct http_ctx *c)
 	if (store_sender_check(env->store, c->tenant, local,
 	    info.sender_domain, &reason) == -1) {
 		free(local);
+		events_emit(env->queue, "rejected", c->tenant, NULL,
+		    info.message_id, NULL, json_pack("{s:i, s:s, s:s, s:s, "
+		    "s:s, s:s}", "code", 403, "enhanced", "5.7.1", "reason",
+		    reason, "stage", "http", "client", c->ip, "sender_domain",
+		    info.sender_domain));
 		http_error(c, 403, http_sender_code(reason), "senderAddress",
 		    "senderAddress domain %s not allowed for tenant %s: %s",
 		    info.sender_domain, c->tenant, reason);
@@ -961,6 +979,11 @@ http_reply_text(const json_t *lr, char *buf, size_t len)
 		return;
 	enh = json_string_value(json_object_get(lr, "enhanced"));
 	text = json_string_value(json_object_get(lr, "text"));
+	if (json_integer_value(json_object_get(lr, "code")) == 0) {
+		/* no server answered (suppressed): the text alone */
+		snprintf(buf, len, "%s", text ? text : "");
+		return;
+	}
 	snprintf(buf, len, "%lld%s%s%s%s",
 	    (long long)json_integer_value(json_object_get(lr, "code")),
 	    enh && *enh ? " " : "", enh ? enh : "", text && *text ? " " : "",
@@ -1138,6 +1161,57 @@ http_api_version(struct http_ctx *c)
 		if (*q == '&')
 			q++;
 	}
+}
+
+/* http_events - GET /events: the tenant's events after since, in order
+ * (events.h); "next" is the since of the following page */
+static void
+http_events(struct http_ctx *c)
+{
+	struct evkeyvalq kv;
+	const char *since_s, *limit_s, *types_s, *why = NULL;
+	uint64_t since = 0, limit = EVENTS_LIST_DEFAULT, next;
+	unsigned mask = 0;
+	char nbuf[24], extra[64];
+	json_t *evs;
+
+	memset(&kv, 0, sizeof(kv));	/* evhttp_parse_query_str inits it */
+	if (evhttp_parse_query_str(c->query, &kv) != 0) {
+		http_error(c, 400, "BadRequest", NULL, "malformed query");
+		return;
+	}
+	since_s = evhttp_find_header(&kv, "since");
+	limit_s = evhttp_find_header(&kv, "limit");
+	types_s = evhttp_find_header(&kv, "types");
+	if (since_s != NULL && *since_s != '\0' &&
+	    util_parse_uint(since_s, 0, UINT64_MAX - 1, &since, &why) == -1) {
+		evhttp_clear_headers(&kv);
+		http_error(c, 400, "BadRequest", "since", "since: a cursor "
+		    "(the \"next\" of an earlier answer, or 0)");
+		return;
+	}
+	if (limit_s != NULL && util_parse_uint(limit_s, 1, EVENTS_LIST_MAX,
+	    &limit, &why) == -1) {
+		evhttp_clear_headers(&kv);
+		http_error(c, 400, "BadRequest", "limit", "limit: 1 to %d",
+		    EVENTS_LIST_MAX);
+		return;
+	}
+	if (types_s != NULL && events_types_parse(types_s, &mask, &why) ==
+	    -1) {
+		evhttp_clear_headers(&kv);
+		http_error(c, 400, "BadRequest", "types", "types: %s", why);
+		return;
+	}
+	evhttp_clear_headers(&kv);
+	evs = events_list(env->store, c->tenant, since, (size_t)limit, mask,
+	    &next);
+	snprintf(nbuf, sizeof(nbuf), "%llu", (unsigned long long)next);
+	snprintf(extra, sizeof(extra), " events=%zu next=%s",
+	    json_array_size(evs), nbuf);
+	http_log(c, 200, NULL, extra);
+	http_reply(c->req, c->rid, 200, json_pack("{s:o, s:s}", "events", evs,
+	    "next", nbuf));
 }
 
 /* http_request_cb - every request of both servers */
@@ -1800,4 +1874,350 @@ out:
 	for (i = 0; i < n; i++)
 		free(dec[i]);
 	free(copy);
+}
+
+/* --- suppression list and one-click unsubscribe ---
+ *
+ *   GET     /suppressions            the tenant's list (JSON array)
+ *   GET     /suppressions/ADDRESS    one record; 404 when not listed
+ *   PUT     /suppressions/ADDRESS    list it (body: optional {"reason"})
+ *   DELETE  /suppressions/ADDRESS    unlist it; 404 when not listed
+ *   GET     /u/TOKEN                 a page with a form (never acts:
+ *                                    link scanners and prefetchers GET)
+ *   POST    /u/TOKEN                 RFC 8058 one-click: list the
+ *                                    token's recipient for its tenant
+ * /suppressions authenticates like /emails:send and only ever touches
+ * the key's tenant; /u/ needs no key, the token is the credential
+ * (unsub.c). ADDRESS is percent-decoded. Reads run on the loop (LMDB
+ * readers never wait); writes on a worker thread, like the admin API.
+ */
+
+enum http_sup_act { SUP_PUT, SUP_DEL, SUP_UNSUB };
+
+struct http_sjob {
+	enum http_sup_act	 act;
+	struct evhttp_request	*req;
+	struct evhttp_connection *evcon;	/* NULL: connection gone */
+	char			 rid[HTTP_UUID_LEN + 1];
+	char			*tenant;
+	char			*address;
+	char			*reason;
+	char			*token;
+	/* results, set on the worker */
+	json_t			*result;
+	int			 status;
+	char			*err;
+};
+
+#define HTTP_UNSUB_PAGE_MAX	4096
+
+/* http_reply_text_body - status with a text body of content type ctype */
+static void
+http_reply_body(struct evhttp_request *req, const char *rid, int status,
+    const char *ctype, const char *body)
+{
+	struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
+	struct evbuffer *buf;
+
+	evhttp_add_header(oh, "x-ms-request-id", rid);
+	evhttp_add_header(oh, "Content-Type", ctype);
+	evhttp_add_header(oh, "Cache-Control", "no-store");
+	evhttp_add_header(oh, "Referrer-Policy", "no-referrer");
+	evhttp_add_header(oh, "X-Robots-Tag", "noindex");
+	if ((buf = evbuffer_new()) == NULL)
+		fatalx("http: evbuffer_new failed");
+	evbuffer_add(buf, body, strlen(body));
+	evhttp_send_reply(req, status, http_reason(status), buf);
+	evbuffer_free(buf);
+}
+
+/* http_sjob_free - release a suppression job */
+static void
+http_sjob_free(struct http_sjob *j)
+{
+	json_decref(j->result);
+	free(j->tenant);
+	free(j->address);
+	free(j->reason);
+	free(j->token);
+	free(j->err);
+	free(j);
+}
+
+/* http_sjob_closed - the client went away while the worker ran */
+static void
+http_sjob_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct http_sjob *j = arg;
+
+	j->evcon = NULL;
+}
+
+/* http_sjob_work - the write, on a worker thread */
+static void
+http_sjob_work(void *arg)
+{
+	struct http_sjob *j = arg;
+	char *t = NULL, *r = NULL;
+
+	switch (j->act) {
+	case SUP_PUT:
+		if (suppress_add(env->store, j->tenant, j->address, j->reason,
+		    NULL, "manual", NULL, &j->err) == -1) {
+			j->status = 500;
+			break;
+		}
+		j->result = suppress_get(env->store, j->tenant, j->address);
+		j->status = j->result != NULL ? 200 : 500;
+		if (j->result == NULL)
+			j->err = xstrdup("the entry vanished");
+		break;
+	case SUP_DEL:
+		if (suppress_del(env->store, j->tenant, j->address,
+		    &j->err) == -1) {
+			j->status = j->err != NULL && strcmp(j->err,
+			    "not on the suppression list") == 0 ? 404 : 500;
+			break;
+		}
+		util_lower(j->address);
+		j->result = json_pack("{s:s, s:b}", "address", j->address,
+		    "deleted", 1);
+		j->status = 200;
+		break;
+	case SUP_UNSUB:
+		if (unsub_apply(env->store, j->token, &t, &r, &j->err) == -1) {
+			j->status = j->err != NULL && strcmp(j->err,
+			    "invalid unsubscribe link") == 0 ? 404 : 500;
+			break;
+		}
+		j->tenant = t;
+		j->address = r;
+		j->status = 200;
+		break;
+	}
+}
+
+/* http_sjob_done - back on the loop: answer */
+static void
+http_sjob_done(void *arg)
+{
+	struct http_sjob *j = arg;
+	struct evkeyvalq *oh;
+	const char *code;
+
+	http_njobs--;
+	if (j->evcon != NULL)
+		evhttp_connection_set_closecb(j->evcon, NULL, NULL);
+	if (j->evcon == NULL) {
+		evhttp_send_reply(j->req, 503, "Gone", NULL);	/* frees it */
+	} else if (j->act == SUP_UNSUB) {
+		if (j->status == 200)
+			log_info("rid=%s event=unsubscribe tenant=%s rcpt=%s "
+			    "status=suppressed", j->rid, j->tenant, j->address);
+		else
+			log_info("rid=%s event=unsubscribe status=%d reason=\"%s\"",
+			    j->rid, j->status, j->status == 404 ?
+			    "invalid token" : j->err ? j->err : "?");
+		http_reply_body(j->req, j->rid, j->status,
+		    "text/plain; charset=utf-8", j->status == 200 ?
+		    "You have been unsubscribed.\n" : j->status == 404 ?
+		    "Unknown or invalid unsubscribe link.\n" :
+		    "Unsubscribing failed; please try again later.\n");
+	} else if (j->status != 200) {
+		code = j->status == 404 ? "NotFound" : j->status >= 500 ?
+		    "InternalError" : "BadRequest";
+		log_info("rid=%s event=http_suppression tenant=%s status=%d "
+		    "code=%s", j->rid, j->tenant, j->status, code);
+		oh = evhttp_request_get_output_headers(j->req);
+		evhttp_add_header(oh, "x-ms-error-code", code);
+		http_reply(j->req, j->rid, j->status, json_pack("{s:{s:s, s:o, "
+		    "s:s}}", "error", "code", code, "message",
+		    http_jstr(j->err ? j->err : "failed"), "target", "address"));
+	} else {
+		log_info("rid=%s event=http_suppression tenant=%s rcpt=%s "
+		    "action=%s status=200", j->rid, j->tenant, j->address,
+		    j->act == SUP_PUT ? "add" : "del");
+		http_reply(j->req, j->rid, 200, j->result);
+		j->result = NULL;
+	}
+	http_sjob_free(j);
+}
+
+/* http_sjob_run - hand j to a worker; the answer comes from
+ * http_sjob_done */
+static void
+http_sjob_run(struct http_ctx *c, struct http_sjob *j)
+{
+	j->req = c->req;
+	j->evcon = evhttp_request_get_connection(c->req);
+	memcpy(j->rid, c->rid, sizeof(j->rid));
+	if (j->evcon != NULL)
+		evhttp_connection_set_closecb(j->evcon, http_sjob_closed, j);
+	http_njobs++;
+	worker_run(http_sjob_work, j, http_sjob_done);
+}
+
+/* http_suppressions - /suppressions and /suppressions/ADDRESS */
+static void
+http_suppressions(struct http_ctx *c)
+{
+	const char *rest, *err, *reason = NULL;
+	struct http_sjob *j;
+	json_error_t jerr;
+	json_t *body, *rec;
+	char *addr;
+	size_t len = 0;
+
+	if (strcmp(c->path, "/suppressions") == 0) {
+		if (c->cmd != EVHTTP_REQ_GET) {
+			evhttp_add_header(evhttp_request_get_output_headers(
+			    c->req), "Allow", "GET");
+			http_error(c, 405, "MethodNotAllowed", NULL, "method %s "
+			    "not allowed here", c->method);
+			return;
+		}
+		http_log(c, 200, NULL, NULL);
+		http_reply(c->req, c->rid, 200, suppress_list(env->store,
+		    c->tenant));
+		return;
+	}
+	rest = c->path + strlen("/suppressions/");
+	if (c->cmd != EVHTTP_REQ_GET && c->cmd != EVHTTP_REQ_PUT &&
+	    c->cmd != EVHTTP_REQ_DELETE) {
+		evhttp_add_header(evhttp_request_get_output_headers(c->req),
+		    "Allow", "GET, PUT, DELETE");
+		http_error(c, 405, "MethodNotAllowed", NULL, "method %s not "
+		    "allowed here", c->method);
+		return;
+	}
+	addr = evhttp_uridecode(rest, 0, &len);
+	if (addr == NULL || len != strlen(addr) ||
+	    suppress_valid_address(addr, &err) == -1) {
+		http_error(c, 400, "BadRequest", "address", "invalid address: "
+		    "%s", addr == NULL || len != strlen(addr) ?
+		    "malformed encoding" : err);
+		free(addr);
+		return;
+	}
+	if (c->cmd == EVHTTP_REQ_GET) {
+		if ((rec = suppress_get(env->store, c->tenant, addr)) == NULL)
+			http_error(c, 404, "NotFound", "address", "%s is not on "
+			    "the suppression list", addr);
+		else {
+			http_log(c, 200, NULL, NULL);
+			http_reply(c->req, c->rid, 200, rec);
+		}
+		free(addr);
+		return;
+	}
+	body = NULL;
+	if (c->cmd == EVHTTP_REQ_PUT && c->bodylen > 0) {
+		body = json_loadb((const char *)c->body, c->bodylen,
+		    JSON_REJECT_DUPLICATES, &jerr);
+		if (!json_is_object(body)) {
+			json_decref(body);
+			free(addr);
+			http_error(c, 400, "BadRequest", NULL, "request body must "
+			    "be a JSON object");
+			return;
+		}
+		rec = json_object_get(body, "reason");
+		if (rec != NULL && !json_is_null(rec) &&
+		    (!json_is_string(rec) ||
+		    json_string_length(rec) > SUPPRESS_REASON_MAX)) {
+			json_decref(body);
+			free(addr);
+			http_error(c, 400, "BadRequest", "reason", "reason must "
+			    "be a string of at most %d bytes",
+			    SUPPRESS_REASON_MAX);
+			return;
+		}
+		reason = json_string_value(rec);
+	}
+	j = xcalloc(1, sizeof(*j));
+	j->act = c->cmd == EVHTTP_REQ_PUT ? SUP_PUT : SUP_DEL;
+	j->tenant = xstrdup(c->tenant);
+	j->address = addr;
+	j->reason = reason != NULL ? xstrdup(reason) : NULL;
+	json_decref(body);
+	http_log(c, 202, NULL, " status=running");
+	http_sjob_run(c, j);
+}
+
+/* http_html_escape - s with & < > " ' as entities, malloc'd */
+static char *
+http_html_escape(const char *s)
+{
+	struct evbuffer *b;
+	char *out;
+	size_t n;
+
+	if ((b = evbuffer_new()) == NULL)
+		fatalx("http: evbuffer_new failed");
+	for (; *s; s++)
+		switch (*s) {
+		case '&': evbuffer_add(b, "&amp;", 5); break;
+		case '<': evbuffer_add(b, "&lt;", 4); break;
+		case '>': evbuffer_add(b, "&gt;", 4); break;
+		case '"': evbuffer_add(b, "&quot;", 6); break;
+		case '\'': evbuffer_add(b, "&#39;", 5); break;
+		default: evbuffer_add(b, s, 1); break;
+		}
+	n = evbuffer_get_length(b);
+	out = xmalloc(n + 1);
+	evbuffer_remove(b, out, n);
+	out[n] = '\0';
+	evbuffer_free(b);
+	return out;
+}
+
+/* http_unsub - /u/TOKEN: GET a confirmation page, POST unsubscribes */
+static void
+http_unsub(struct http_ctx *c)
+{
+	const char *token = c->path + strlen("/u/");
+	struct http_sjob *j;
+	char *tenant = NULL, *rcpt = NULL, *safe, page[HTTP_UNSUB_PAGE_MAX];
+
+	if (c->cmd != EVHTTP_REQ_GET && c->cmd != EVHTTP_REQ_POST) {
+		evhttp_add_header(evhttp_request_get_output_headers(c->req),
+		    "Allow", "GET, POST");
+		http_log(c, 405, "MethodNotAllowed", NULL);
+		http_reply_body(c->req, c->rid, 405, "text/plain; charset=utf-8",
+		    "Method not allowed.\n");
+		return;
+	}
+	if (strlen(token) > UNSUB_TOKEN_MAX ||
+	    unsub_token_parse(env->store, token, &tenant, &rcpt) == -1) {
+		http_log(c, 404, "NotFound", " unsubscribe=invalid");
+		http_reply_body(c->req, c->rid, 404, "text/plain; charset=utf-8",
+		    "Unknown or invalid unsubscribe link.\n");
+		return;
+	}
+	if (c->cmd == EVHTTP_REQ_GET) {
+		/* never act on GET: mail scanners fetch every link */
+		safe = http_html_escape(rcpt);
+		snprintf(page, sizeof(page), "<!DOCTYPE html>\n<html><head>"
+		    "<meta charset=\"utf-8\"><meta name=\"robots\" "
+		    "content=\"noindex\"><title>Unsubscribe</title></head>\n"
+		    "<body><h1>Unsubscribe</h1>\n<p>Stop sending mail to "
+		    "%s?</p>\n<form method=\"post\" action=\"\">"
+		    "<input type=\"hidden\" name=\"List-Unsubscribe\" "
+		    "value=\"One-Click\"><button type=\"submit\">"
+		    "Unsubscribe</button></form>\n</body></html>\n", safe);
+		free(safe);
+		free(tenant);
+		free(rcpt);
+		http_log(c, 200, NULL, " unsubscribe=page");
+		http_reply_body(c->req, c->rid, 200, "text/html; charset=utf-8",
+		    page);
+		return;
+	}
+	free(tenant);
+	free(rcpt);
+	j = xcalloc(1, sizeof(*j));
+	j->act = SUP_UNSUB;
+	j->token = xstrdup(token);
+	http_log(c, 202, NULL, " unsubscribe=running");
+	http_sjob_run(c, j);
 }

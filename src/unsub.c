@@ -1,0 +1,357 @@
+/*
+ * unsub.c - RFC 8058 one-click unsubscribe (see unsub.h).
+ *
+ * A token is  base64url(tenant NUL rcpt) "." base64url(MAC)  where MAC is
+ * HMAC-SHA256, keyed with a 32-byte secret, over "petrel-unsub-v1" NUL
+ * tenant NUL rcpt (rcpt lower-cased). The secret is created on first use
+ * in the store's meta database (key "unsub_secret"; MDB_NOOVERWRITE, so
+ * two processes racing agree on one) and cached per process. Without the
+ * secret nobody can make a token for another recipient or tenant; the
+ * MAC is compared in constant time. The token carries the recipient's
+ * address in the clear (base64): it goes only to that recipient.
+ *
+ * The URL is <base>/u/<token>, base from unsubscribe_base_url, else
+ * apikey_endpoint, else https://<first listen_https address>.
+ */
+#include "autoconf.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <lmdb.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "config.h"
+#include "limits.h"
+#include "store.h"
+#include "suppress.h"
+#include "unsub.h"
+#include "util.h"
+
+#define UNSUB_SECRET_LEN	32
+#define UNSUB_MAC_LEN		32
+#define UNSUB_SECRET_KEY	"unsub_secret"
+#define UNSUB_MAC_LABEL		"petrel-unsub-v1"
+#define UNSUB_PAYLOAD_MAX	(NAME_MAX_LEN + 1 + ADDRESS_MAX_LEN)
+#define UNSUB_LINE_MAX		998	/* RFC 5322 line limit */
+
+static pthread_mutex_t unsub_mtx = PTHREAD_MUTEX_INITIALIZER;
+static const struct store *unsub_cached_store;
+static unsigned char unsub_cached[UNSUB_SECRET_LEN];
+
+/* unsub_secret - the secret of st into out; create: make one when there
+ * is none yet. 0, or -1 (none, or a storage error) */
+static int
+unsub_secret(struct store *st, int create, unsigned char out[UNSUB_SECRET_LEN])
+{
+	MDB_val key = { sizeof(UNSUB_SECRET_KEY) - 1, (void *)UNSUB_SECRET_KEY };
+	MDB_val val;
+	MDB_txn *txn;
+	unsigned char fresh[UNSUB_SECRET_LEN];
+	int rc, found = 0;
+
+	pthread_mutex_lock(&unsub_mtx);
+	if (unsub_cached_store == st) {
+		memcpy(out, unsub_cached, UNSUB_SECRET_LEN);
+		pthread_mutex_unlock(&unsub_mtx);
+		return 0;
+	}
+	if (mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn) == 0) {
+		if (mdb_get(txn, store_dbi(st, DB_META), &key, &val) == 0 &&
+		    val.mv_size == UNSUB_SECRET_LEN) {
+			memcpy(out, val.mv_data, UNSUB_SECRET_LEN);
+			found = 1;
+		}
+		mdb_txn_abort(txn);
+	}
+	if (!found && create &&
+	    mdb_txn_begin(store_env(st), NULL, 0, &txn) == 0) {
+		util_random(fresh, sizeof(fresh));
+		val.mv_size = sizeof(fresh);
+		val.mv_data = fresh;
+		rc = mdb_put(txn, store_dbi(st, DB_META), &key, &val,
+		    MDB_NOOVERWRITE);
+		if (rc == MDB_KEYEXIST && val.mv_size == UNSUB_SECRET_LEN) {
+			/* another process was first: val is its secret */
+			memcpy(out, val.mv_data, UNSUB_SECRET_LEN);
+			mdb_txn_abort(txn);
+			found = 1;
+		} else if (rc == 0 && mdb_txn_commit(txn) == 0) {
+			memcpy(out, fresh, UNSUB_SECRET_LEN);
+			found = 1;
+		} else if (rc != 0)
+			mdb_txn_abort(txn);
+		explicit_bzero(fresh, sizeof(fresh));
+	}
+	if (found) {
+		memcpy(unsub_cached, out, UNSUB_SECRET_LEN);
+		unsub_cached_store = st;
+	}
+	pthread_mutex_unlock(&unsub_mtx);
+	return found ? 0 : -1;
+}
+
+/* unsub_mac - HMAC over label NUL tenant NUL rcpt */
+static void
+unsub_mac(const unsigned char secret[UNSUB_SECRET_LEN], const char *payload,
+    size_t plen, unsigned char mac[UNSUB_MAC_LEN])
+{
+	unsigned char msg[sizeof(UNSUB_MAC_LABEL) + UNSUB_PAYLOAD_MAX];
+	unsigned int maclen = 0;
+
+	if (plen > UNSUB_PAYLOAD_MAX)
+		fatalx("unsub_mac: payload too long");
+	memcpy(msg, UNSUB_MAC_LABEL, sizeof(UNSUB_MAC_LABEL));	/* + NUL */
+	memcpy(msg + sizeof(UNSUB_MAC_LABEL), payload, plen);
+	if (HMAC(EVP_sha256(), secret, UNSUB_SECRET_LEN, msg,
+	    sizeof(UNSUB_MAC_LABEL) + plen, mac, &maclen) == NULL ||
+	    maclen != UNSUB_MAC_LEN)
+		fatalx("unsub_mac: HMAC failed");
+}
+
+/* unsub_b64url - URL-safe base64 without padding, malloc'd */
+static char *
+unsub_b64url(const void *data, size_t len)
+{
+	char *s = util_b64_encode(data, len);
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++) {
+		if (s[i] == '+')
+			s[i] = '-';
+		else if (s[i] == '/')
+			s[i] = '_';
+		else if (s[i] == '=') {
+			s[i] = '\0';
+			break;
+		}
+	}
+	return s;
+}
+
+/* unsub_b64url_decode - decode len characters of [A-Za-z0-9_-] into out
+ * (holds 3*len/4+3); the decoded length or -1 */
+static long
+unsub_b64url_decode(const char *in, size_t len, unsigned char *out)
+{
+	char *std;
+	size_t i, n;
+	long r;
+
+	if (len % 4 == 1)
+		return -1;
+	n = len + (4 - len % 4) % 4;
+	std = xmalloc(n + 1);
+	for (i = 0; i < len; i++) {
+		if (in[i] == '-')
+			std[i] = '+';
+		else if (in[i] == '_')
+			std[i] = '/';
+		else if ((in[i] >= 'A' && in[i] <= 'Z') ||
+		    (in[i] >= 'a' && in[i] <= 'z') ||
+		    (in[i] >= '0' && in[i] <= '9'))
+			std[i] = in[i];
+		else {
+			free(std);
+			return -1;
+		}
+	}
+	for (; i < n; i++)
+		std[i] = '=';
+	std[n] = '\0';
+	r = util_b64_decode(std, n, out);
+	free(std);
+	return r;
+}
+
+/* unsub_payload - tenant NUL lower(rcpt) into buf; its length, 0 when
+ * either is invalid */
+static size_t
+unsub_payload(const char *tenant, const char *rcpt,
+    char buf[UNSUB_PAYLOAD_MAX])
+{
+	const char *err;
+	size_t tl, rl;
+
+	if (tenant == NULL || rcpt == NULL ||
+	    store_valid_name(tenant, &err) == -1 ||
+	    suppress_valid_address(rcpt, &err) == -1)
+		return 0;
+	tl = strlen(tenant);
+	rl = strlen(rcpt);
+	memcpy(buf, tenant, tl);
+	buf[tl] = '\0';
+	memcpy(buf + tl + 1, rcpt, rl);
+	for (size_t i = tl + 1; i < tl + 1 + rl; i++)
+		if (buf[i] >= 'A' && buf[i] <= 'Z')
+			buf[i] = (char)(buf[i] - 'A' + 'a');
+	return tl + 1 + rl;
+}
+
+char *
+unsub_token(struct store *st, const char *tenant, const char *rcpt)
+{
+	unsigned char secret[UNSUB_SECRET_LEN], mac[UNSUB_MAC_LEN];
+	char payload[UNSUB_PAYLOAD_MAX], *p, *m, *tok;
+	size_t plen;
+
+	if ((plen = unsub_payload(tenant, rcpt, payload)) == 0 ||
+	    unsub_secret(st, 1, secret) == -1)
+		return NULL;
+	unsub_mac(secret, payload, plen, mac);
+	explicit_bzero(secret, sizeof(secret));
+	p = unsub_b64url(payload, plen);
+	m = unsub_b64url(mac, sizeof(mac));
+	tok = xasprintf("%s.%s", p, m);
+	free(p);
+	free(m);
+	return tok;
+}
+
+int
+unsub_token_parse(struct store *st, const char *token, char **tenant_r,
+    char **rcpt_r)
+{
+	unsigned char secret[UNSUB_SECRET_LEN], mac[UNSUB_MAC_LEN];
+	unsigned char got[UNSUB_MAC_LEN + 3];
+	unsigned char payload[UNSUB_PAYLOAD_MAX + 8];
+	const char *dot, *nul;
+	char norm[UNSUB_PAYLOAD_MAX];
+	size_t len, plen_enc;
+	long plen, mlen;
+	int ok;
+
+	if (token == NULL || (len = strlen(token)) > UNSUB_TOKEN_MAX ||
+	    (dot = strchr(token, '.')) == NULL || strchr(dot + 1, '.') != NULL)
+		return -1;
+	plen_enc = (size_t)(dot - token);
+	if (plen_enc == 0 || plen_enc > (UNSUB_PAYLOAD_MAX + 2) / 3 * 4 ||
+	    len - plen_enc - 1 != (UNSUB_MAC_LEN * 4 + 2) / 3)
+		return -1;
+	if ((plen = unsub_b64url_decode(token, plen_enc, payload)) <= 0 ||
+	    plen > UNSUB_PAYLOAD_MAX ||
+	    (mlen = unsub_b64url_decode(dot + 1, len - plen_enc - 1, got)) !=
+	    UNSUB_MAC_LEN)
+		return -1;
+	/* tenant NUL rcpt, with exactly one NUL */
+	if ((nul = memchr(payload, '\0', (size_t)plen)) == NULL ||
+	    memchr(nul + 1, '\0', (size_t)plen - (size_t)(nul + 1 -
+	    (const char *)payload)) != NULL)
+		return -1;
+	payload[plen] = '\0';
+	/* the same canonical form unsub_token MACs */
+	if (unsub_payload((const char *)payload, nul + 1, norm) != (size_t)plen ||
+	    memcmp(norm, payload, (size_t)plen) != 0)
+		return -1;
+	if (unsub_secret(st, 0, secret) == -1)
+		return -1;
+	unsub_mac(secret, norm, (size_t)plen, mac);
+	explicit_bzero(secret, sizeof(secret));
+	ok = util_ct_compare(mac, got, UNSUB_MAC_LEN) == 0;
+	if (!ok)
+		return -1;
+	*tenant_r = xstrdup((const char *)payload);
+	*rcpt_r = xstrdup(nul + 1);
+	return 0;
+}
+
+char *
+unsub_base_url(const struct petrel_conf *cf)
+{
+	const struct conf_listen *l = &cf->listen_https;
+	const char *v = cf->unsubscribe_base_url, *host;
+	size_t n;
+
+	if (v == NULL || *v == '\0')
+		v = cf->apikey_endpoint;
+	if (v != NULL && *v != '\0') {
+		n = strlen(v);
+		while (n > 0 && v[n - 1] == '/')
+			n--;
+		return xstrndup(v, n);
+	}
+	if (l->n <= 0)
+		return NULL;
+	host = l->host[0];
+	if (host == NULL || *host == '\0' || strcmp(host, "*") == 0)
+		host = cf->hostname ? cf->hostname : "localhost";
+	return xasprintf(strchr(host, ':') != NULL ? "https://[%s]:%s" :
+	    "https://%s:%s", host, l->port[0]);
+}
+
+char *
+unsub_url(struct store *st, const struct petrel_conf *cf, const char *tenant,
+    const char *rcpt)
+{
+	char *base, *tok, *url;
+
+	if ((base = unsub_base_url(cf)) == NULL)
+		return NULL;
+	if ((tok = unsub_token(st, tenant, rcpt)) == NULL) {
+		free(base);
+		return NULL;
+	}
+	url = xasprintf("%s/u/%s", base, tok);
+	free(base);
+	free(tok);
+	return url;
+}
+
+char *
+unsub_headers(struct store *st, const struct petrel_conf *cf,
+    const json_t *domain_rec, const char *tenant, const char *rcpt)
+{
+	const char *mailto = cf->unsubscribe_mailto;
+	char *url, *first, *out;
+	size_t flen;
+
+	if (!json_is_true(json_object_get(domain_rec, "unsubscribe")))
+		return NULL;
+	if ((url = unsub_url(st, cf, tenant, rcpt)) == NULL)
+		return NULL;
+	first = xasprintf("List-Unsubscribe: <%s>", url);
+	free(url);
+	flen = strlen(first);
+	if (mailto != NULL && *mailto != '\0' &&
+	    strlen(mailto) <= ADDRESS_MAX_LEN)
+		/* fold before the second URI when the line would pass 78 */
+		out = xasprintf("%s,%s<mailto:%s?subject=unsubscribe>\r\n"
+		    "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+		    first, flen + 2 + strlen(mailto) + 28 > 78 ? "\r\n " : " ",
+		    mailto);
+	else
+		out = xasprintf("%s\r\n"
+		    "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+		    first);
+	free(first);
+	if (flen > UNSUB_LINE_MAX) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
+int
+unsub_apply(struct store *st, const char *token, char **tenant_r,
+    char **rcpt_r, char **err_r)
+{
+	char *tenant, *rcpt;
+
+	*err_r = NULL;
+	if (unsub_token_parse(st, token, &tenant, &rcpt) == -1) {
+		*err_r = xstrdup("invalid unsubscribe link");
+		return -1;
+	}
+	if (suppress_add(st, tenant, rcpt, NULL, NULL, "unsubscribe", NULL,
+	    err_r) == -1) {
+		free(tenant);
+		free(rcpt);
+		return -1;
+	}
+	*tenant_r = tenant;
+	*rcpt_r = rcpt;
+	return 0;
+}
