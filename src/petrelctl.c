@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,13 +28,16 @@
 #include "apikey.h"
 #include "config.h"
 #include "domain.h"
+#include "events.h"
 #include "limits.h"
 #include "log.h"
 #include "netaddr.h"
 #include "queue.h"
 #include "store.h"
+#include "suppress.h"
 #include "util.h"
 #include "verify.h"
+#include "webhook.h"
 
 #define CTL_EXIT_OK	0
 #define CTL_EXIT_FAIL	1
@@ -86,6 +90,14 @@ static int ctl_apikey_list(struct ctl *, int, char **);
 static int ctl_apikey_del(struct ctl *, int, char **);
 static int ctl_queue_flush(struct ctl *, int, char **);
 static int ctl_message_delete(struct ctl *, int, char **);
+static int ctl_domain_set(struct ctl *, int, char **);
+static int ctl_suppression_list(struct ctl *, int, char **);
+static int ctl_suppression_add(struct ctl *, int, char **);
+static int ctl_suppression_del(struct ctl *, int, char **);
+static int ctl_webhook_add(struct ctl *, int, char **);
+static int ctl_webhook_list(struct ctl *, int, char **);
+static int ctl_webhook_del(struct ctl *, int, char **);
+static int ctl_log_search(struct ctl *, int, char **);
 
 static const struct ctl_cmd ctl_cmds[] = {
 	{ "tenant", "add", 1, 1, ctl_tenant_add, "NAME", 0,
@@ -144,6 +156,26 @@ static const struct ctl_cmd ctl_cmds[] = {
 	    "a second)" },
 	{ "message", "delete", 1, 1, ctl_message_delete, "QUEUEID", 0,
 	    "remove a message and all its records from the queue" },
+	{ "domain", "set", 3, 3, ctl_domain_set, "DOMAIN KEY VALUE", 0,
+	    "change a domain setting: unsubscribe on|off (RFC 8058 "
+	    "List-Unsubscribe)" },
+	{ "suppression", "list", 1, 1, ctl_suppression_list, "TENANT [--json]",
+	    CTL_JSON, "list the addresses a tenant no longer delivers to" },
+	{ "suppression", "add", 2, 3, ctl_suppression_add,
+	    "TENANT ADDRESS [REASON]", 0,
+	    "stop delivering to an address (status suppressed, no DSN)" },
+	{ "suppression", "del", 2, 2, ctl_suppression_del, "TENANT ADDRESS", 0,
+	    "deliver to an address again" },
+	{ "webhook", "add", 2, 4, ctl_webhook_add,
+	    "TENANT URL [--events TYPE,...]", 0,
+	    "POST the tenant's events to URL; prints the signing secret once" },
+	{ "webhook", "list", 1, 1, ctl_webhook_list, "TENANT [--json]",
+	    CTL_JSON, "list the webhooks of a tenant (no secrets)" },
+	{ "webhook", "del", 2, 2, ctl_webhook_del, "TENANT ID", 0,
+	    "delete a webhook" },
+	{ "log", "search", 2, 4, ctl_log_search,
+	    "--message-id ID | --recipient ADDR [--tenant T] [--json]",
+	    CTL_JSON, "a message's or recipient's events, in order" },
 };
 
 /* ctl_err - "petrelctl: message" on stderr */
@@ -368,7 +400,7 @@ ctl_domain_view(const json_t *rec)
 		"type", "name", "value", "purpose", "status"
 	};
 	static const char *const extra[] = {
-		"created", "checked_at", "senders", "keys"
+		"created", "checked_at", "senders", "keys", "unsubscribe"
 	};
 	json_t *pub, *out, *records, *r, *o, *v;
 	size_t i, k;
@@ -1132,11 +1164,14 @@ ctl_message_show(struct ctl *ctl, int argc, char **argv)
 		reply = ctl_reply_text(json_object_get(r, "last_reply"));
 		ctl_fmt_next(json_object_get(r, "next_attempt"), next,
 		    sizeof(next));
-		printf("  %-40s %-10s attempts=%lld next=%s%s%s%s\n", addr,
+		printf("  %-40s %-10s attempts=%lld next=%s%s%s%s%s%s\n", addr,
 		    ctl_str(r, "status", "?"),
 		    (long long)json_integer_value(json_object_get(r,
 		    "attempts")), next, reply[0] != '\0' ? " reply=\"" : "",
-		    reply, reply[0] != '\0' ? "\"" : "");
+		    reply, reply[0] != '\0' ? "\"" : "",
+		    json_is_string(json_object_get(json_object_get(r,
+		    "last_reply"), "category")) ? " category=" : "",
+		    ctl_str(json_object_get(r, "last_reply"), "category", ""));
 		free(addr);
 		free(reply);
 	}
@@ -1251,7 +1286,284 @@ ctl_apikey_del(struct ctl *ctl, int argc, char **argv)
 	return CTL_EXIT_OK;
 }
 
+/* --- domain settings --- */
+
+/* settings `domain set` may change: key, JSON type (only booleans so
+ * far, written on|off, yes|no, true|false, 1|0) */
+static const char *const ctl_domain_keys[] = { "unsubscribe" };
+
+/* ctl_bool_arg - on|off and friends; 1, 0 or -1 */
+static int
+ctl_bool_arg(const char *v)
+{
+	static const char *const on[] = { "on", "yes", "true", "1" };
+	static const char *const off[] = { "off", "no", "false", "0" };
+	size_t i;
+
+	for (i = 0; i < nitems(on); i++)
+		if (strcasecmp(v, on[i]) == 0)
+			return 1;
+	for (i = 0; i < nitems(off); i++)
+		if (strcasecmp(v, off[i]) == 0)
+			return 0;
+	return -1;
+}
+
+static int
+ctl_domain_set(struct ctl *ctl, int argc, char **argv)
+{
+	char name[DOMAIN_MAX_LEN + 1], *err = NULL, *safe;
+	json_t *rec;
+	size_t i;
+	int b;
+
+	for (i = 0; i < nitems(ctl_domain_keys); i++)
+		if (strcmp(argv[1], ctl_domain_keys[i]) == 0)
+			break;
+	if (i == nitems(ctl_domain_keys)) {
+		safe = util_sanitize(argv[1], 64);
+		ctl_err("unknown domain setting: %s (known: unsubscribe)",
+		    safe);
+		free(safe);
+		return CTL_EXIT_FAIL;
+	}
+	if ((b = ctl_bool_arg(argv[2])) == -1) {
+		ctl_err("%s: expected on or off", argv[1]);
+		return CTL_EXIT_FAIL;
+	}
+	if ((rec = ctl_domain_get(ctl, argv[0], name)) == NULL)
+		return CTL_EXIT_FAIL;
+	json_object_set_new(rec, argv[1], json_boolean(b));
+	if (store_domain_put(ctl->store, rec, &err) == -1) {
+		json_decref(rec);
+		return ctl_fail(err, "cannot update domain");
+	}
+	json_decref(rec);
+	printf("domain %s: %s %s\n", name, argv[1], b ? "on" : "off");
+	return CTL_EXIT_OK;
+}
+
+/* --- suppression list (suppress.c) --- */
+
+static int
+ctl_suppression_list(struct ctl *ctl, int argc, char **argv)
+{
+	json_t *list, *e;
+	char when[64], *addr, *reason;
+	size_t i;
+
+	if (ctl_tenant_check(ctl, argv[0]) == -1)
+		return CTL_EXIT_FAIL;
+	list = suppress_list(ctl->store, argv[0]);
+	if (ctl->json) {
+		ctl_print_json(list);
+		json_decref(list);
+		return CTL_EXIT_OK;
+	}
+	printf("%-40s %-11s %-12s %-20s %s\n", "ADDRESS", "SOURCE", "CATEGORY",
+	    "CREATED", "REASON");
+	json_array_foreach(list, i, e) {
+		addr = util_sanitize(ctl_str(e, "address", "?"),
+		    ADDRESS_MAX_LEN);
+		reason = util_sanitize(ctl_str(e, "reason", ""),
+		    SUPPRESS_REASON_MAX);
+		ctl_fmt_time(json_object_get(e, "created"), when, sizeof(when));
+		printf("%-40s %-11s %-12s %-20s %s\n", addr,
+		    ctl_str(e, "source", "?"), ctl_str(e, "category", "-"), when,
+		    reason);
+		free(addr);
+		free(reason);
+	}
+	printf("%zu address%s\n", json_array_size(list),
+	    json_array_size(list) == 1 ? "" : "es");
+	json_decref(list);
+	return CTL_EXIT_OK;
+}
+
+static int
+ctl_suppression_add(struct ctl *ctl, int argc, char **argv)
+{
+	char *err = NULL;
+
+	if (ctl_tenant_check(ctl, argv[0]) == -1)
+		return CTL_EXIT_FAIL;
+	if (suppress_add(ctl->store, argv[0], argv[1], argc > 2 ? argv[2] :
+	    NULL, NULL, "manual", NULL, &err) == -1)
+		return ctl_fail(err, "cannot add the address");
+	printf("%s suppressed for tenant %s\n", argv[1], argv[0]);
+	return CTL_EXIT_OK;
+}
+
+static int
+ctl_suppression_del(struct ctl *ctl, int argc, char **argv)
+{
+	char *err = NULL;
+
+	if (ctl_tenant_check(ctl, argv[0]) == -1)
+		return CTL_EXIT_FAIL;
+	if (suppress_del(ctl->store, argv[0], argv[1], &err) == -1)
+		return ctl_fail(err, "cannot remove the address");
+	printf("%s no longer suppressed for tenant %s\n", argv[1], argv[0]);
+	return CTL_EXIT_OK;
+}
+
+/* --- webhooks and the event log (webhook.c, events.c) --- */
+
+/* ctl_opt_value - value of a command option "--name V" or "--name=V" in
+ * argv (passed through by main), NULL when absent; *used_r counts the
+ * argv slots the options took */
+static const char *
+ctl_opt_value(int argc, char **argv, const char *name, int *used_r)
+{
+	size_t n = strlen(name);
+	int i;
+
+	for (i = 0; i < argc; i++) {
+		if (strncmp(argv[i], name, n) != 0)
+			continue;
+		if (argv[i][n] == '=') {
+			(*used_r)++;
+			return argv[i] + n + 1;
+		}
+		if (argv[i][n] == '\0' && i + 1 < argc) {
+			*used_r += 2;
+			return argv[i + 1];
+		}
+	}
+	return NULL;
+}
+
+static int
+ctl_webhook_add(struct ctl *ctl, int argc, char **argv)
+{
+	const char *types;
+	char *id = NULL, *secret = NULL, *err = NULL;
+	int used = 0;
+
+	types = ctl_opt_value(argc - 2, argv + 2, "--events", &used);
+	if (used != argc - 2) {
+		ctl_err("webhook add: unexpected arguments after URL");
+		return CTL_EXIT_USAGE;
+	}
+	if (ctl_tenant_check(ctl, argv[0]) == -1)
+		return CTL_EXIT_FAIL;
+	if (webhook_add(ctl->store, argv[0], argv[1], types, &id, &secret,
+	    &err) == -1)
+		return ctl_fail(err, "cannot add the webhook");
+	printf("webhook %s added for tenant %s\n", id, argv[0]);
+	printf("signing secret (shown only now): %s\n", secret);
+	printf("verify: X-Petrel-Signature = \"sha256=\" hex(HMAC-SHA256("
+	    "secret, X-Petrel-Timestamp \".\" body))\n");
+	free(id);
+	free(secret);
+	return CTL_EXIT_OK;
+}
+
+static int
+ctl_webhook_list(struct ctl *ctl, int argc, char **argv)
+{
+	json_t *list, *w, *v;
+	char *url, ev[256];
+	size_t i, j;
+
+	(void)argc;
+	if (ctl_tenant_check(ctl, argv[0]) == -1)
+		return CTL_EXIT_FAIL;
+	list = webhook_list(ctl->store, argv[0]);
+	if (ctl->json) {
+		ctl_print_json(list);
+		json_decref(list);
+		return CTL_EXIT_OK;
+	}
+	if (json_array_size(list) == 0)
+		printf("no webhooks for tenant %s\n", argv[0]);
+	json_array_foreach(list, i, w) {
+		ev[0] = '\0';
+		json_array_foreach(json_object_get(w, "events"), j, v) {
+			if (ev[0] != '\0')
+				util_strlcpy(ev + strlen(ev), ",",
+				    sizeof(ev) - strlen(ev));
+			util_strlcpy(ev + strlen(ev), json_string_value(v) ?
+			    json_string_value(v) : "?", sizeof(ev) - strlen(ev));
+		}
+		url = util_sanitize(ctl_str(w, "url", "?"), 2048);
+		printf("%s  %s  events=%s  cursor=%lld  created=%s\n",
+		    ctl_str(w, "id", "?"), url, ev[0] ? ev : "all",
+		    (long long)json_integer_value(json_object_get(w, "cursor")),
+		    ctl_str(w, "created", "-"));
+		free(url);
+	}
+	json_decref(list);
+	return CTL_EXIT_OK;
+}
+
+static int
+ctl_webhook_del(struct ctl *ctl, int argc, char **argv)
+{
+	char *err = NULL;
+
+	(void)argc;
+	if (ctl_tenant_check(ctl, argv[0]) == -1)
+		return CTL_EXIT_FAIL;
+	if (webhook_del(ctl->store, argv[0], argv[1], &err) == -1)
+		return ctl_fail(err, "cannot delete the webhook");
+	printf("webhook %s deleted\n", argv[1]);
+	return CTL_EXIT_OK;
+}
+
+static int
+ctl_log_search(struct ctl *ctl, int argc, char **argv)
+{
+	const char *mid, *rcpt, *tenant;
+	json_t *list, *ev;
+	char *line;
+	size_t i;
+	int used = 0;
+
+	mid = ctl_opt_value(argc, argv, "--message-id", &used);
+	rcpt = ctl_opt_value(argc, argv, "--recipient", &used);
+	tenant = ctl_opt_value(argc, argv, "--tenant", &used);
+	if (used != argc || (mid == NULL && rcpt == NULL)) {
+		ctl_err("log search: give --message-id ID or --recipient ADDR");
+		return CTL_EXIT_USAGE;
+	}
+	list = events_search(ctl->store, mid, rcpt, tenant);
+	if (ctl->json) {
+		ctl_print_json(list);
+		json_decref(list);
+		return CTL_EXIT_OK;
+	}
+	if (json_array_size(list) == 0)
+		printf("no events found\n");
+	json_array_foreach(list, i, ev) {
+		line = events_format_line(ev);
+		printf("%s\n", line);
+		free(line);
+	}
+	json_decref(list);
+	return CTL_EXIT_OK;
+}
+
 /* --- main --- */
+
+/* ctl_cmd_opt - options that belong to a command (with a value): main
+ * hands them to the handler as arguments */
+static int
+ctl_cmd_opt(const char *a)
+{
+	static const char *const opts[] = {
+		"--events", "--message-id", "--recipient", "--tenant"
+	};
+	size_t i, n;
+
+	for (i = 0; i < nitems(opts); i++) {
+		n = strlen(opts[i]);
+		if (strncmp(a, opts[i], n) == 0 &&
+		    (a[n] == '\0' || a[n] == '='))
+			return 1;
+	}
+	return 0;
+}
 
 /* ctl_find - the row for noun verb, NULL when none */
 static const struct ctl_cmd *
@@ -1316,6 +1628,11 @@ main(int argc, char **argv)
 			ctl.json = 1;
 		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
 			help = 1;
+		} else if (ctl_cmd_opt(a)) {
+			/* the command's own option, with its value */
+			pos[npos++] = argv[i];
+			if (strchr(a, '=') == NULL && i + 1 < argc)
+				pos[npos++] = argv[++i];
 		} else {
 			ctl_err("unknown option: %s", a);
 			ctl_usage_all(stderr, NULL);

@@ -33,6 +33,7 @@
 #include "petrel.h"
 #include "deliver.h"
 #include "dns.h"
+#include "events.h"
 #include "http_api.h"
 #include "log.h"
 #include "metrics.h"
@@ -41,6 +42,7 @@
 #include "store.h"
 #include "util.h"
 #include "verify.h"
+#include "webhook.h"
 
 #define LISTEN_BACKLOG		1024
 #define SHUTDOWN_GRACE_MS	10000	/* sessions may finish this long */
@@ -681,6 +683,13 @@ main(int argc, char *argv[])
 	    &err)) == NULL)
 		die("event=start status=error reason=\"delivery: %s\"",
 		    unquote(err));
+	/* events: retention pruning and the webhook dispatcher */
+	events_start(env->base, env->queue, env->store,
+	    env->conf->event_retention);
+	if (webhook_start(env->base, env->queue, env->store, dns,
+	    env->conf->webhook_ca_file, &err) == -1)
+		die("event=start status=error reason=\"webhooks: %s\"",
+		    unquote(err));
 	smtp_server_init();
 	privdrop();
 	listen_start();
@@ -709,8 +718,10 @@ main(int argc, char *argv[])
 	/* deliver before queue and dns: its pending queue results are
 	 * cancelled (still committed), its DNS requests dropped */
 	deliver_free(deliver);
+	webhook_stop();		/* before dns_free: it may hold a request */
 	dns_free(dns);
 	queue_free(env->queue);
+	events_stop();		/* after queue_free ran the prune callback */
 	http_api_free();	/* after queue_free answered its requests */
 	metrics_free();		/* after deliver_free unregistered */
 	store_close(env->store);

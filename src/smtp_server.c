@@ -54,6 +54,7 @@
 #include <openssl/ssl.h>
 
 #include "domain.h"
+#include "events.h"
 #include "limits.h"
 #include "log.h"
 #include "metrics.h"
@@ -331,6 +332,31 @@ log_quote(const char *in, char *out, size_t outlen)
 	out[i] = '\0';
 }
 
+/* smtp_reject_event - the tenant's "rejected" event (events.h) for a
+ * policy refusal; reason is log_quote()d text */
+static void
+smtp_reject_event(struct smtp_session *s, int code, const char *esc,
+    const char *reason)
+{
+	char r[512];
+	json_t *d, *mf;
+	size_t i;
+
+	/* JSON strings must be UTF-8: keep ASCII only */
+	for (i = 0; reason[i] != '\0' && i + 1 < sizeof(r); i++)
+		r[i] = (unsigned char)reason[i] >= 0x80 ? '?' : reason[i];
+	r[i] = '\0';
+	d = json_pack("{s:i, s:s, s:s, s:s, s:s}", "code", code, "enhanced",
+	    esc ? esc : "", "reason", r, "stage", smtp_state_names[s->state],
+	    "client", s->ip);
+	if (d == NULL)
+		fatalx("smtp: json_pack failed");
+	if (s->tx != NULL && s->tx->mail_from != NULL &&
+	    (mf = json_string(s->tx->mail_from)) != NULL)
+		json_object_set_new(d, "mail_from", mf);
+	events_emit(env->queue, "rejected", s->tenant, NULL, NULL, NULL, d);
+}
+
 /* smtp_reply - one reply line: code, enhanced status, text. Rejections
  * (4xx/5xx) are logged as one event=reject line. */
 static void PRINTFLIKE(4, 5)
@@ -354,6 +380,11 @@ smtp_reply(struct smtp_session *s, int code, const char *esc,
 	if (code >= 400) {
 		metrics_count_rejected(metrics_reject_reason(code, esc));
 		log_quote(text, q, sizeof(q));
+		/* a policy refusal of a known tenant is one of its events
+		 * (unauthenticated ones only get the log line below) */
+		if (s->tenant != NULL && metrics_reject_reason(code, esc) ==
+		    METRICS_REJECT_POLICY)
+			smtp_reject_event(s, code, esc, q);
 		log_info("sid=%s event=reject code=%d esc=%s state=%s "
 		    "reason=\"%s\"", s->sid, code, esc ? esc : "-",
 		    smtp_state_names[s->state], q);

@@ -73,6 +73,8 @@ static const char *store_db_names[DB_COUNT] = {
 	[DB_EVENTS] = "events",
 	[DB_SUPPRESSIONS] = "suppressions",
 	[DB_META] = "meta",
+	[DB_EVENTIDX] = "eventidx",
+	[DB_WEBHOOKS] = "webhooks",
 };
 
 /* store_seterr - set a malloc'd message in *err_r when err_r is not NULL */

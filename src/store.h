@@ -31,6 +31,8 @@ enum store_db {
 	DB_TENANTS, DB_USERS, DB_DOMAINS, DB_NETWORKS, DB_APIKEYS,
 	DB_MESSAGES, DB_BODIES, DB_RCPTS, DB_SCHEDULE, DB_EVENTS,
 	DB_SUPPRESSIONS, DB_META,
+	DB_EVENTIDX,	/* events.h: tenant NUL sequence -> "" */
+	DB_WEBHOOKS,	/* webhook.h: webhooks and their cursors */
 	DB_COUNT
 };
 
