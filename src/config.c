@@ -140,6 +140,10 @@ static const struct conf_key conf_keys[] = {
 	    0, 0, 0 },
 	{ "unsubscribe_mailto", CONF_STRING, NULL, OFF(unsubscribe_mailto), 0,
 	    0, 0 },
+	{ "tracking_base_url", CONF_STRING, NULL, OFF(tracking_base_url), 0, 0,
+	    0 },
+	{ "tracking_machine_window", CONF_DURATION, "10s",
+	    OFF(tracking_machine_window), 0, 3600, 0 },
 };
 
 #define CONF_NKEYS	nitems(conf_keys)
@@ -933,6 +937,11 @@ conf_check(const struct petrel_conf *c, const char **key_r,
 	if (c->unsubscribe_mailto != NULL &&
 	    conf_check_mailbox(c->unsubscribe_mailto, err_r) == -1) {
 		*key_r = "unsubscribe_mailto";
+		return -1;
+	}
+	if (c->tracking_base_url != NULL &&
+	    conf_check_url(c->tracking_base_url, err_r) == -1) {
+		*key_r = "tracking_base_url";
 		return -1;
 	}
 	return 0;

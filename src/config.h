@@ -83,6 +83,11 @@ struct petrel_conf {
 						 * https://<listen_https[0]> */
 	char		*unsubscribe_mailto;	/* mailbox for the mailto: URI;
 						 * NULL: https URI only */
+	/* engagement tracking (tracking.c) */
+	char		*tracking_base_url;	/* https://HOST[:PORT]; NULL:
+						 * as unsubscribe_base_url */
+	long		 tracking_machine_window; /* clicks this soon after
+						 * delivery are machine, 10s */
 };
 
 /* A next hop (relayhost, transport entries): "[host]:port" or "[host]"

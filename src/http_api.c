@@ -67,11 +67,13 @@
 #include "http_api.h"
 #include "limits.h"
 #include "log.h"
+#include "metrics.h"
 #include "mime.h"
 #include "petrel.h"
 #include "queue.h"
 #include "store.h"
 #include "suppress.h"
+#include "tracking.h"
 #include "unsub.h"
 #include "util.h"
 #include "worker.h"
@@ -167,6 +169,7 @@ static void http_op_get(struct http_ctx *);
 static void http_admin(struct http_ctx *);
 static void http_suppressions(struct http_ctx *);
 static void http_unsub(struct http_ctx *);
+static void http_track(struct http_ctx *);
 static void http_events(struct http_ctx *);
 
 #define HTTP_ANY	((enum evhttp_cmd_type)0)	/* the handler decides */
@@ -181,6 +184,7 @@ static const struct http_route http_routes[] = {
 	{ HTTP_ANY, "/suppressions/", HTTP_R_PREFIX | HTTP_R_KEY,
 	    http_suppressions },
 	{ HTTP_ANY, "/u/", HTTP_R_PREFIX, http_unsub },	/* no API key */
+	{ HTTP_ANY, "/t/", HTTP_R_PREFIX, http_track },	/* no API key */
 };
 
 static struct http_server http_servers[2] = {
@@ -301,6 +305,7 @@ http_method_name(enum evhttp_cmd_type cmd)
 	case EVHTTP_REQ_POST: return "POST";
 	case EVHTTP_REQ_PUT: return "PUT";
 	case EVHTTP_REQ_DELETE: return "DELETE";
+	case EVHTTP_REQ_HEAD: return "HEAD";
 	default: return "OTHER";
 	}
 }
@@ -722,6 +727,8 @@ http_queued(void *arg, int status, const char *qid, const char *err)
 	int dup = status == -1 && err != NULL &&
 	    strcmp(err, "duplicate record") == 0;
 
+	if (status == 0)
+		metrics_count_accepted(METRICS_LISTENER_HTTP);
 	for (pp = &http_ops; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == op) {
 			*pp = op->next;
@@ -931,6 +938,8 @@ http_send(struct http_ctx *c)
 	client = json_pack("{s:s, s:b, s:s, s:s?, s:s}", "ip", c->ip, "api", 1,
 	    "apikey", c->keyname, "tls", http_tls_version(c),
 	    "operation_id", opid);
+	if (info.tracking_disabled)	/* read by prepare.c */
+		json_object_set_new(client, "tracking_disabled", json_true());
 	memset(&qe, 0, sizeof(qe));
 	qe.tenant = c->tenant;
 	qe.mail_from = info.sender;
@@ -1455,7 +1464,7 @@ http_api_start(char **err_r)
 			evhttp_set_timeout(srv->http, HTTP_TIMEOUT_SECS);
 			evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET |
 			    EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-			    EVHTTP_REQ_DELETE);
+			    EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
 		}
 		if (listen(s->fd, HTTP_BACKLOG) == -1 ||
 		    (s->bound = evhttp_accept_socket_with_handle(srv->http,
@@ -2006,6 +2015,10 @@ http_sjob_done(void *arg)
 	const char *code;
 
 	http_njobs--;
+	/* the suppression is stored whether or not the client waited */
+	if (j->act == SUP_UNSUB && j->status == 200)
+		events_emit(env->queue, "unsubscribed", j->tenant, NULL, NULL,
+		    j->address, json_pack("{s:s}", "source", "one-click"));
 	if (j->evcon != NULL)
 		evhttp_connection_set_closecb(j->evcon, NULL, NULL);
 	if (j->evcon == NULL) {
@@ -2220,4 +2233,65 @@ http_unsub(struct http_ctx *c)
 	j->token = xstrdup(token);
 	http_log(c, 202, NULL, " unsubscribe=running");
 	http_sjob_run(c, j);
+}
+
+/* --- engagement tracking (tracking.h) ---
+ *
+ *   GET|HEAD /t/o/TOKEN   the 1x1 GIF; an "opened" event
+ *   GET|HEAD /t/c/TOKEN   302 to the link's original URL; a "clicked" event
+ * No API key: the token is the credential. The answer goes out at once;
+ * the event is group-committed by the writer afterwards (events_emit).
+ * An unknown or forged token, or a link index the message did not have,
+ * answers 404 and records nothing.
+ */
+static void
+http_track(struct http_ctx *c)
+{
+	struct evkeyvalq *oh = evhttp_request_get_output_headers(c->req);
+	struct tracking_hit hit;
+	struct evbuffer *buf;
+	const char *p = c->path + strlen("/t/"), *ua;
+	int kind, head = c->cmd == EVHTTP_REQ_HEAD;
+	char extra[96];
+
+	if (c->cmd != EVHTTP_REQ_GET && !head) {
+		evhttp_add_header(oh, "Allow", "GET, HEAD");
+		http_log(c, 405, "MethodNotAllowed", NULL);
+		http_reply_body(c->req, c->rid, 405, "text/plain; charset=utf-8",
+		    "Method not allowed.\n");
+		return;
+	}
+	kind = strncmp(p, "o/", 2) == 0 ? 'o' : strncmp(p, "c/", 2) == 0 ?
+	    'c' : 0;
+	ua = http_hdr(c, "User-Agent");
+	if (kind == 0 || tracking_lookup(env->store, env->conf, kind, p + 2,
+	    head, ua, &hit) == -1) {
+		http_log(c, 404, "NotFound", " tracking=invalid");
+		http_reply_body(c->req, c->rid, 404, "text/plain; charset=utf-8",
+		    "Unknown link.\n");
+		return;
+	}
+	tracking_emit(env->queue, &hit, ua, c->ip);
+	snprintf(extra, sizeof(extra), " qid=%s tracking=%s machine=%s%s%s",
+	    hit.qid, kind == 'o' ? "open" : "click", hit.machine ? "yes" : "no",
+	    hit.why ? " why=" : "", hit.why ? hit.why : "");
+	evhttp_add_header(oh, "x-ms-request-id", c->rid);
+	evhttp_add_header(oh, "Cache-Control", "no-store, max-age=0");
+	evhttp_add_header(oh, "Referrer-Policy", "no-referrer");
+	evhttp_add_header(oh, "X-Robots-Tag", "noindex");
+	if ((buf = evbuffer_new()) == NULL)
+		fatalx("http: evbuffer_new failed");
+	if (kind == 'o') {
+		evhttp_add_header(oh, "Content-Type", "image/gif");
+		evbuffer_add(buf, tracking_gif, tracking_gif_len);
+		http_log(c, 200, NULL, extra);
+		evhttp_send_reply(c->req, 200, "OK", buf);
+	} else {
+		/* hit.url is printable ASCII without spaces (tracking.c) */
+		evhttp_add_header(oh, "Location", hit.url);
+		http_log(c, 302, NULL, extra);
+		evhttp_send_reply(c->req, 302, "Found", buf);
+	}
+	evbuffer_free(buf);
+	tracking_hit_clear(&hit);
 }

@@ -158,7 +158,8 @@ static const struct ctl_cmd ctl_cmds[] = {
 	    "remove a message and all its records from the queue" },
 	{ "domain", "set", 3, 3, ctl_domain_set, "DOMAIN KEY VALUE", 0,
 	    "change a domain setting: unsubscribe on|off (RFC 8058 "
-	    "List-Unsubscribe)" },
+	    "List-Unsubscribe), tracking_opens on|off, tracking_clicks "
+	    "on|off (engagement tracking)" },
 	{ "suppression", "list", 1, 1, ctl_suppression_list, "TENANT [--json]",
 	    CTL_JSON, "list the addresses a tenant no longer delivers to" },
 	{ "suppression", "add", 2, 3, ctl_suppression_add,
@@ -400,7 +401,8 @@ ctl_domain_view(const json_t *rec)
 		"type", "name", "value", "purpose", "status"
 	};
 	static const char *const extra[] = {
-		"created", "checked_at", "senders", "keys", "unsubscribe"
+		"created", "checked_at", "senders", "keys", "unsubscribe",
+		"tracking"
 	};
 	json_t *pub, *out, *records, *r, *o, *v;
 	size_t i, k;
@@ -1290,7 +1292,8 @@ ctl_apikey_del(struct ctl *ctl, int argc, char **argv)
 
 /* settings `domain set` may change: key, JSON type (only booleans so
  * far, written on|off, yes|no, true|false, 1|0) */
-static const char *const ctl_domain_keys[] = { "unsubscribe" };
+static const char *const ctl_domain_keys[] = { "unsubscribe",
+	"tracking_opens", "tracking_clicks" };
 
 /* ctl_bool_arg - on|off and friends; 1, 0 or -1 */
 static int
@@ -1322,8 +1325,8 @@ ctl_domain_set(struct ctl *ctl, int argc, char **argv)
 			break;
 	if (i == nitems(ctl_domain_keys)) {
 		safe = util_sanitize(argv[1], 64);
-		ctl_err("unknown domain setting: %s (known: unsubscribe)",
-		    safe);
+		ctl_err("unknown domain setting: %s (known: unsubscribe, "
+		    "tracking_opens, tracking_clicks)", safe);
 		free(safe);
 		return CTL_EXIT_FAIL;
 	}
@@ -1333,7 +1336,14 @@ ctl_domain_set(struct ctl *ctl, int argc, char **argv)
 	}
 	if ((rec = ctl_domain_get(ctl, argv[0], name)) == NULL)
 		return CTL_EXIT_FAIL;
-	json_object_set_new(rec, argv[1], json_boolean(b));
+	if (strncmp(argv[1], "tracking_", 9) == 0) {
+		/* "tracking": {"opens": bool, "clicks": bool} (tracking.h) */
+		if (!json_is_object(json_object_get(rec, "tracking")))
+			json_object_set_new(rec, "tracking", json_object());
+		json_object_set_new(json_object_get(rec, "tracking"),
+		    argv[1] + 9, json_boolean(b));
+	} else
+		json_object_set_new(rec, argv[1], json_boolean(b));
 	if (store_domain_put(ctl->store, rec, &err) == -1) {
 		json_decref(rec);
 		return ctl_fail(err, "cannot update domain");

@@ -37,6 +37,7 @@
 #include "prepare.h"
 #include "queue.h"
 #include "store.h"
+#include "tracking.h"
 #include "unsub.h"
 #include "util.h"
 #include "worker.h"
@@ -64,6 +65,9 @@ struct prepare_req {
 	char			*client_ip;	/* NULL: generated here */
 	char			*helo;
 	int			 local;		/* a DSN: no ARC */
+	char			*message_id;
+	int			 no_tracking;	/* userEngagementTrackingDisabled */
+	struct tracking_msg	*trk;		/* set on the worker */
 	unsigned char		*data;		/* as queued */
 	size_t			 len;
 	char			**rcpts;
@@ -277,14 +281,21 @@ prepare_snap_get(struct prepare *p)
 int
 prepare_needs_copies(const json_t *rec)
 {
-	const json_t *t;
-
 	if (rec == NULL)
 		return 0;
 	if (json_is_true(json_object_get(rec, "unsubscribe")))
 		return 1;
-	t = json_object_get(rec, "tracking");
-	return json_is_object(t) && json_object_size(t) > 0;
+	return tracking_domain(rec) != 0;
+}
+
+/* prepare_copies - per-recipient copies for j's message: the domain
+ * asks for List-Unsubscribe, or for tracking the message allows */
+static int
+prepare_copies(const struct prepare_req *j, const json_t *rec)
+{
+	if (json_is_true(json_object_get(rec, "unsubscribe")))
+		return 1;
+	return !j->no_tracking && tracking_domain(rec) != 0;
 }
 
 int
@@ -292,19 +303,21 @@ prepare_personalise(const struct prepare_ctx *ctx, const char *rcpt,
     struct evbuffer *msg)
 {
 	char *h;
+	int rc = 0;
 
 	if (ctx->domain_rec == NULL)
 		return 0;
 	h = unsub_headers(ctx->store, ctx->conf, ctx->domain_rec, ctx->tenant,
 	    rcpt);
-	if (h == NULL)
-		return 0;
-	if (evbuffer_prepend(msg, h, strlen(h)) != 0) {
-		free(h);
-		return -1;
-	}
+	if (h != NULL && evbuffer_prepend(msg, h, strlen(h)) != 0)
+		rc = -1;
 	free(h);
-	return 0;
+	/* tracking rewrites HTML bodies: after the header fields, before
+	 * DKIM signing */
+	if (ctx->trk != NULL && tracking_personalise(ctx->trk, ctx->rcpt_idx,
+	    rcpt, msg) == -1)
+		rc = -1;
+	return rc;
 }
 
 /* prepare_signing_rec - the domain record that signs j's message: the
@@ -431,19 +444,23 @@ prepare_work(void *arg)
 			}
 		}
 	}
-	if (rec != NULL && j->nrcpts > 0 && prepare_needs_copies(rec)) {
+	if (rec != NULL && j->nrcpts > 0 && prepare_copies(j, rec)) {
 		memset(&ctx, 0, sizeof(ctx));
 		ctx.store = j->store;
 		ctx.conf = &j->snap->conf;
 		ctx.qid = j->qid;
 		ctx.tenant = j->tenant;
 		ctx.domain_rec = rec;
+		j->trk = tracking_msg_new(j->store, &j->snap->conf, rec, j->qid,
+		    j->tenant, j->message_id, j->no_tracking);
+		ctx.trk = j->trk;
 		j->copies = xcalloc(j->nrcpts, sizeof(*j->copies));
 		for (i = 0; i < j->nrcpts; i++) {
 			if ((j->copies[i] = evbuffer_new()) == NULL ||
 			    evbuffer_add(j->copies[i], j->data, j->len) != 0)
 				fatalx("prepare: evbuffer failed");
 			j->ncopies++;
+			ctx.rcpt_idx = j->idx[i];
 			if (prepare_personalise(&ctx, j->rcpts[i],
 			    j->copies[i]) == -1)
 				log_warn("qid=%s event=prepare rcpt=%s "
@@ -474,6 +491,8 @@ prepare_req_free(struct prepare_req *j)
 	free(j->mail_from);
 	free(j->client_ip);
 	free(j->helo);
+	free(j->message_id);
+	tracking_msg_free(j->trk);
 	free(j->data);
 	for (i = 0; i < j->nrcpts; i++)
 		free(j->rcpts[i]);
@@ -538,6 +557,8 @@ prepare_worked(void *arg)
 		evbuffer_copyout(j->body, j->data, j->len);
 	}
 	j->where = PREP_WRITER;
+	/* the link list first: committed with, or before, the copies */
+	tracking_msg_commit(j->trk, j->p->queue);
 	j->qreq = queue_set_prepared(j->p->queue, j->qid, j->body, j->copies,
 	    j->idx, j->ncopies, prepare_committed, j);
 }
@@ -568,6 +589,10 @@ prepare_start(struct prepare *p, const char *qid, const json_t *rec,
 		j->helo = xstrdup(s);
 	j->local = json_is_true(json_object_get(client, "dsn")) ||
 	    j->client_ip == NULL;
+	s = json_string_value(json_object_get(rec, "message_id"));
+	j->message_id = xstrdup(s ? s : "");
+	j->no_tracking = json_is_true(json_object_get(client,
+	    "tracking_disabled"));
 	j->data = data;
 	j->len = len;
 	j->rcpts = xcalloc(n ? n : 1, sizeof(*j->rcpts));

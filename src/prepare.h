@@ -45,6 +45,7 @@ struct prepare;
 struct prepare_req;
 struct queue;
 struct store;
+struct tracking_msg;
 
 /* What the personalisation hook sees (worker thread, read-only). */
 struct prepare_ctx {
@@ -53,6 +54,9 @@ struct prepare_ctx {
 	const char			*qid;
 	const char			*tenant;
 	const json_t			*domain_rec;	/* signing domain */
+	/* issue 8 (tracking helper) */
+	unsigned			 rcpt_idx;	/* index in the queue */
+	struct tracking_msg		*trk;		/* NULL: no tracking */
 };
 
 /* The outcome handed to the prepare_start() callback (main loop). */
@@ -88,12 +92,15 @@ struct prepare_req *prepare_start(struct prepare *, const char *qid,
 void prepare_cancel(struct prepare_req *);
 
 /* prepare_needs_copies - 1 when the domain record asks for one copy per
- * recipient ("unsubscribe": true, or a "tracking" object) */
+ * recipient ("unsubscribe": true, or "tracking" with opens or clicks on;
+ * prepare_work leaves tracking out for a message whose record's client
+ * object says "tracking_disabled": true) */
 int prepare_needs_copies(const json_t *domain_rec);
 /* prepare_personalise - the per-recipient hook, before DKIM signing (so
  * what it adds is signed): today the RFC 8058 List-Unsubscribe fields
- * (unsub_headers()) go on top; later, tracking rewrites. 0, or -1 when
- * msg_in_out was left unchanged because of an error. */
+ * (unsub_headers()) go on top, then the open/click tracking rewrites
+ * of HTML parts (tracking.h, when ctx->trk is set). 0, or -1 when a
+ * step failed (that step left msg_in_out unchanged). */
 int prepare_personalise(const struct prepare_ctx *, const char *rcpt,
     struct evbuffer *msg_in_out);
 
