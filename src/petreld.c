@@ -434,6 +434,12 @@ reload_fixed(struct petrel_conf *oc, struct petrel_conf *nc)
 	FIXED(data_dir, str_same(oc->data_dir, nc->data_dir));
 	FIXED(user, str_same(oc->user, nc->user));
 	FIXED(store_map_size, oc->store_map_size == nc->store_map_size);
+	/* read once at start-up (the ARC key before the privilege drop) */
+	FIXED(arc_domain, str_same(oc->arc_domain, nc->arc_domain));
+	FIXED(arc_selector, str_same(oc->arc_selector, nc->arc_selector));
+	FIXED(arc_key_file, str_same(oc->arc_key_file, nc->arc_key_file));
+	FIXED(admin_api_key_file, str_same(oc->admin_api_key_file,
+	    nc->admin_api_key_file));
 #undef FIXED
 }
 

@@ -437,3 +437,27 @@ def test_outbound_tls_share(petrel_factory, unbound_factory, sink_factory,
                     category="none")
     assert sc.get("petrel_outbound_tls_total", tls="yes") == 1
     assert sc.get("petrel_outbound_tls_total", tls="no") == 1
+
+
+def test_http_accepted_counted(petrel_factory, servfail):
+    """a 202 from POST /emails:send counts as accepted{listener="http"};
+    an Operation-Id repeated answers 202 again but is not a second message"""
+    hport = pf.free_port()
+    p, t, mport = relay_petrel(petrel_factory, servfail.addr,
+                               {"listen_http": "%s:%d" % (HOST, hport)})
+    out = p.ctl("apikey", "add", t["tenant"], "metrics").stdout
+    key = out.split("accesskey=", 1)[1].split()[0]
+    body = ('{"senderAddress": "app@%s", "content": {"subject": "m", '
+            '"plainText": "hi"}, "recipients": {"to": [{"address": '
+            '"r@example.test"}]}}' % t["domain"]).encode()
+    for _ in range(2):
+        req = urllib.request.Request(
+            "http://%s:%d/emails:send?api-version=2023-03-31" % (HOST, hport),
+            data=body, method="POST",
+            headers={"Authorization": "Bearer " + key,
+                     "Content-Type": "application/json",
+                     "Operation-Id": "metrics-op-1"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 202
+    sc = Scrape(mport)
+    assert sc.get("petrel_messages_accepted_total", listener="http") == 1

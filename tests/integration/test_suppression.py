@@ -428,6 +428,9 @@ def test_one_click_unsubscribe(petrel_factory, unbound_factory,
     assert sup["reader@dest.test"]["source"] == "unsubscribe"
     e.p.wait_log(r"event=unsubscribe tenant=acme rcpt=reader@dest\.test "
                  r"status=suppressed")
+    # and it is an event for the tenant's webhooks and GET /events
+    e.p.wait_log(r"event=unsubscribed id=\d+ .*tenant=acme "
+                 r".*rcpt=reader@dest\.test")
     # repeating it is harmless (and any body is accepted)
     st, _, _ = unsub_request(e.https_port, "POST", path, b"", certs=e.p.certs)
     assert st == 200
