@@ -607,7 +607,7 @@ prepare_start(struct prepare *p, const char *qid, const json_t *rec,
 	j->where = PREP_WORKER;
 	TAILQ_INSERT_TAIL(&p->jobs, j, entry);
 	p->nworking++;
-	worker_run(prepare_work, j, prepare_worked);
+	worker_run_bulk(prepare_work, j, prepare_worked);
 	return j;
 }
 

@@ -1,9 +1,17 @@
 /*
- * worker.c - a fixed pool of threads taking jobs from one mutex-protected
- * list. Finished jobs go to a second list; a self-pipe wakes the main event
- * loop, which runs each job's done callback. The pipe (rather than
- * event_active from another thread) keeps this correct whether or not the
- * event base was created with libevent's locking enabled.
+ * worker.c - two fixed pools of threads, each taking jobs from one
+ * mutex-protected list. Finished jobs go to a second list; a self-pipe
+ * wakes the main event loop, which runs each job's done callback. The pipe
+ * (rather than event_active from another thread) keeps this correct
+ * whether or not the event base was created with libevent's locking
+ * enabled.
+ *
+ * The bulk pool (worker_run_bulk: DKIM signing and ARC sealing of queued
+ * mail) runs at a lower priority (nice WORKER_BULK_NICE) than the main
+ * loop, the queue writer and the interactive pool (AUTH password checks,
+ * admin requests): under a burst the CPU goes to accepting and answering
+ * clients first, and the prepare backlog, already durable in the queue,
+ * catches up when the burst is over.
  */
 #include "autoconf.h"
 
@@ -11,6 +19,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -26,7 +36,9 @@ struct worker_job {
 	struct worker_job	*next;
 };
 
-static struct {
+struct worker_pool {
+	const char		*name;
+	int			 nice;
 	struct event_base	*base;
 	struct event		*ev;
 	int			 pipefd[2];
@@ -36,62 +48,76 @@ static struct {
 	pthread_cond_t		 cond;
 	struct worker_job	*todo, **todo_tail;
 	struct worker_job	*done, **done_tail;
-} w = {
-	.pipefd = { -1, -1 },
-	.mtx = PTHREAD_MUTEX_INITIALIZER,
-	.cond = PTHREAD_COND_INITIALIZER,
 };
 
-/* worker_main - a thread: take a job, run it, hand it to the loop */
+#define WORKER_BULK_NICE	19
+
+static struct worker_pool pools[2] = {
+	{ .name = "interactive", .nice = 0, .pipefd = { -1, -1 },
+	  .mtx = PTHREAD_MUTEX_INITIALIZER,
+	  .cond = PTHREAD_COND_INITIALIZER },
+	{ .name = "bulk", .nice = WORKER_BULK_NICE, .pipefd = { -1, -1 },
+	  .mtx = PTHREAD_MUTEX_INITIALIZER,
+	  .cond = PTHREAD_COND_INITIALIZER },
+};
+
+/* worker_main - a thread of pool wp: take a job, run it, hand it to the
+ * loop */
 static void *
-worker_main(void *unused)
+worker_main(void *arg)
 {
+	struct worker_pool *wp = arg;
 	struct worker_job *j;
 	char c = 1;
 
-	(void)unused;
+	/* Linux: setpriority on a thread id sets that thread's nice alone */
+	if (wp->nice != 0 && setpriority(PRIO_PROCESS,
+	    (id_t)syscall(SYS_gettid), wp->nice) == -1)
+		log_warn("event=worker pool=%s nice=%d error=\"%s\"", wp->name,
+		    wp->nice, strerror(errno));
 	for (;;) {
-		pthread_mutex_lock(&w.mtx);
-		while (w.todo == NULL && !w.stopping)
-			pthread_cond_wait(&w.cond, &w.mtx);
-		if (w.stopping) {
-			pthread_mutex_unlock(&w.mtx);
+		pthread_mutex_lock(&wp->mtx);
+		while (wp->todo == NULL && !wp->stopping)
+			pthread_cond_wait(&wp->cond, &wp->mtx);
+		if (wp->stopping) {
+			pthread_mutex_unlock(&wp->mtx);
 			return NULL;
 		}
-		j = w.todo;
-		w.todo = j->next;
-		if (w.todo == NULL)
-			w.todo_tail = &w.todo;
-		pthread_mutex_unlock(&w.mtx);
+		j = wp->todo;
+		wp->todo = j->next;
+		if (wp->todo == NULL)
+			wp->todo_tail = &wp->todo;
+		pthread_mutex_unlock(&wp->mtx);
 
 		j->fn(j->arg);
 
-		pthread_mutex_lock(&w.mtx);
+		pthread_mutex_lock(&wp->mtx);
 		j->next = NULL;
-		*w.done_tail = j;
-		w.done_tail = &j->next;
-		pthread_mutex_unlock(&w.mtx);
-		while (write(w.pipefd[1], &c, 1) == -1 && errno == EINTR)
+		*wp->done_tail = j;
+		wp->done_tail = &j->next;
+		pthread_mutex_unlock(&wp->mtx);
+		while (write(wp->pipefd[1], &c, 1) == -1 && errno == EINTR)
 			;
 	}
 }
 
-/* worker_wakeup - main loop: run the done callbacks of finished jobs */
+/* worker_wakeup - main loop: run the done callbacks of a pool's finished
+ * jobs */
 static void
-worker_wakeup(evutil_socket_t fd, short what, void *unused)
+worker_wakeup(evutil_socket_t fd, short what, void *arg)
 {
+	struct worker_pool *wp = arg;
 	struct worker_job *list, *j;
 	char buf[64];
 
 	(void)what;
-	(void)unused;
 	while (read(fd, buf, sizeof(buf)) > 0)
 		;
-	pthread_mutex_lock(&w.mtx);
-	list = w.done;
-	w.done = NULL;
-	w.done_tail = &w.done;
-	pthread_mutex_unlock(&w.mtx);
+	pthread_mutex_lock(&wp->mtx);
+	list = wp->done;
+	wp->done = NULL;
+	wp->done_tail = &wp->done;
+	pthread_mutex_unlock(&wp->mtx);
 	while ((j = list) != NULL) {
 		list = j->next;
 		j->done(j->arg);
@@ -102,79 +128,102 @@ worker_wakeup(evutil_socket_t fd, short what, void *unused)
 void
 worker_init(struct event_base *base)
 {
-	w.base = base;
-	w.todo_tail = &w.todo;
-	w.done_tail = &w.done;
+	size_t i;
+
+	for (i = 0; i < nitems(pools); i++) {
+		pools[i].base = base;
+		pools[i].todo_tail = &pools[i].todo;
+		pools[i].done_tail = &pools[i].done;
+	}
 }
 
-/* worker_start - pipe, loop event and threads, on first use */
+/* worker_start - a pool's pipe, loop event and threads, on first use */
 static void
-worker_start(void)
+worker_start(struct worker_pool *wp)
 {
 	int i;
 
-	if (w.base == NULL)
+	if (wp->base == NULL)
 		fatalx("worker_run before worker_init");
-	if (pipe(w.pipefd) == -1)
+	if (pipe(wp->pipefd) == -1)
 		fatalx("worker: pipe: %s", strerror(errno));
 	for (i = 0; i < 2; i++) {
-		fcntl(w.pipefd[i], F_SETFL, fcntl(w.pipefd[i], F_GETFL) |
+		fcntl(wp->pipefd[i], F_SETFL, fcntl(wp->pipefd[i], F_GETFL) |
 		    O_NONBLOCK);
-		fcntl(w.pipefd[i], F_SETFD, FD_CLOEXEC);
+		fcntl(wp->pipefd[i], F_SETFD, FD_CLOEXEC);
 	}
-	w.ev = event_new(w.base, w.pipefd[0], EV_READ | EV_PERSIST,
-	    worker_wakeup, NULL);
-	if (w.ev == NULL || event_add(w.ev, NULL) == -1)
+	wp->ev = event_new(wp->base, wp->pipefd[0], EV_READ | EV_PERSIST,
+	    worker_wakeup, wp);
+	if (wp->ev == NULL || event_add(wp->ev, NULL) == -1)
 		fatalx("worker: event_new failed");
 	for (i = 0; i < WORKER_THREADS; i++)
-		if (pthread_create(&w.th[i], NULL, worker_main, NULL) != 0)
+		if (pthread_create(&wp->th[i], NULL, worker_main, wp) != 0)
 			fatalx("worker: pthread_create failed");
-	w.started = 1;
+	wp->started = 1;
+}
+
+/* worker_queue - append a job to pool wp */
+static void
+worker_queue(struct worker_pool *wp, worker_fn fn, void *arg,
+    worker_fn done)
+{
+	struct worker_job *j = xcalloc(1, sizeof(*j));
+
+	if (!wp->started)
+		worker_start(wp);
+	j->fn = fn;
+	j->done = done;
+	j->arg = arg;
+	pthread_mutex_lock(&wp->mtx);
+	*wp->todo_tail = j;
+	wp->todo_tail = &j->next;
+	pthread_cond_signal(&wp->cond);
+	pthread_mutex_unlock(&wp->mtx);
 }
 
 void
 worker_run(worker_fn fn, void *arg, worker_fn done)
 {
-	struct worker_job *j = xcalloc(1, sizeof(*j));
+	worker_queue(&pools[0], fn, arg, done);
+}
 
-	if (!w.started)
-		worker_start();
-	j->fn = fn;
-	j->done = done;
-	j->arg = arg;
-	pthread_mutex_lock(&w.mtx);
-	*w.todo_tail = j;
-	w.todo_tail = &j->next;
-	pthread_cond_signal(&w.cond);
-	pthread_mutex_unlock(&w.mtx);
+void
+worker_run_bulk(worker_fn fn, void *arg, worker_fn done)
+{
+	worker_queue(&pools[1], fn, arg, done);
 }
 
 void
 worker_shutdown(void)
 {
+	struct worker_pool *wp;
 	struct worker_job *j;
+	size_t p;
 	int i;
 
-	if (!w.started)
-		return;
-	pthread_mutex_lock(&w.mtx);
-	w.stopping = 1;
-	pthread_cond_broadcast(&w.cond);
-	pthread_mutex_unlock(&w.mtx);
-	for (i = 0; i < WORKER_THREADS; i++)
-		pthread_join(w.th[i], NULL);
-	event_free(w.ev);
-	close(w.pipefd[0]);
-	close(w.pipefd[1]);
-	while ((j = w.todo) != NULL) {
-		w.todo = j->next;
-		free(j);
+	for (p = 0; p < nitems(pools); p++) {
+		wp = &pools[p];
+		if (!wp->started)
+			continue;
+		pthread_mutex_lock(&wp->mtx);
+		wp->stopping = 1;
+		pthread_cond_broadcast(&wp->cond);
+		pthread_mutex_unlock(&wp->mtx);
+		for (i = 0; i < WORKER_THREADS; i++)
+			pthread_join(wp->th[i], NULL);
+		event_free(wp->ev);
+		close(wp->pipefd[0]);
+		close(wp->pipefd[1]);
+		while ((j = wp->todo) != NULL) {
+			wp->todo = j->next;
+			free(j);
+		}
+		while ((j = wp->done) != NULL) {
+			wp->done = j->next;
+			free(j);
+		}
+		wp->todo_tail = &wp->todo;
+		wp->done_tail = &wp->done;
+		wp->started = wp->stopping = 0;
 	}
-	while ((j = w.done) != NULL) {
-		w.done = j->next;
-		free(j);
-	}
-	w.todo_tail = &w.todo;
-	w.done_tail = &w.done;
-	w.started = w.stopping = 0;
 }

@@ -1,7 +1,10 @@
 /*
- * worker.h - a tiny thread pool for slow work that must not block the main
- * event loop (the scrypt password check of AUTH). fn runs on one of
- * WORKER_THREADS threads; done then runs on the main loop thread.
+ * worker.h - tiny thread pools for slow work that must not block the main
+ * event loop. fn runs on one of a pool's WORKER_THREADS threads; done then
+ * runs on the main loop thread. worker_run: the interactive pool (AUTH's
+ * scrypt check, admin requests, domain checks). worker_run_bulk: a pool at
+ * a lower CPU priority for background work on mail already queued (the
+ * prepare step's DKIM signing and ARC sealing).
  */
 #ifndef PETREL_WORKER_H
 #define PETREL_WORKER_H
@@ -18,7 +21,9 @@ void worker_init(struct event_base *base);
 /* worker_run - queue fn(arg) for a worker thread, then done(arg) on the
  * main loop. arg belongs to the job until done runs. */
 void worker_run(worker_fn fn, void *arg, worker_fn done);
-/* worker_shutdown - stop and join the threads (pending jobs are dropped
+/* worker_run_bulk - the same on the low-priority bulk pool */
+void worker_run_bulk(worker_fn fn, void *arg, worker_fn done);
+/* worker_shutdown - stop and join the threads of both pools (pending jobs are dropped
  * without their done callbacks) */
 void worker_shutdown(void);
 
