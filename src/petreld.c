@@ -41,6 +41,7 @@
 #include "smtp_server.h"
 #include "store.h"
 #include "util.h"
+#include "worker.h"
 #include "verify.h"
 #include "webhook.h"
 
@@ -724,6 +725,9 @@ main(int argc, char *argv[])
 	/* deliver before queue and dns: its pending queue results are
 	 * cancelled (still committed), its DNS requests dropped */
 	deliver_free(deliver);
+	/* after deliver_free cancelled its prepare jobs, before anything a
+	 * job on a worker thread may still be using (store, queue, conf) */
+	worker_shutdown();
 	webhook_stop();		/* before dns_free: it may hold a request */
 	dns_free(dns);
 	queue_free(env->queue);

@@ -79,7 +79,9 @@ worker_main(void *arg)
 		pthread_mutex_lock(&wp->mtx);
 		while (wp->todo == NULL && !wp->stopping)
 			pthread_cond_wait(&wp->cond, &wp->mtx);
-		if (wp->stopping) {
+		/* stopping: finish what is queued (cancelled jobs return at
+		 * once), then leave */
+		if (wp->todo == NULL) {
 			pthread_mutex_unlock(&wp->mtx);
 			return NULL;
 		}
@@ -211,17 +213,17 @@ worker_shutdown(void)
 		pthread_mutex_unlock(&wp->mtx);
 		for (i = 0; i < WORKER_THREADS; i++)
 			pthread_join(wp->th[i], NULL);
+		/* every job has run: its done callback, here on the main
+		 * thread, releases what it holds (callers mark jobs whose
+		 * owner went away, and done then only frees) */
+		while ((j = wp->done) != NULL) {
+			wp->done = j->next;
+			j->done(j->arg);
+			free(j);
+		}
 		event_free(wp->ev);
 		close(wp->pipefd[0]);
 		close(wp->pipefd[1]);
-		while ((j = wp->todo) != NULL) {
-			wp->todo = j->next;
-			free(j);
-		}
-		while ((j = wp->done) != NULL) {
-			wp->done = j->next;
-			free(j);
-		}
 		wp->todo_tail = &wp->todo;
 		wp->done_tail = &wp->done;
 		wp->started = wp->stopping = 0;

@@ -23,8 +23,9 @@ void worker_init(struct event_base *base);
 void worker_run(worker_fn fn, void *arg, worker_fn done);
 /* worker_run_bulk - the same on the low-priority bulk pool */
 void worker_run_bulk(worker_fn fn, void *arg, worker_fn done);
-/* worker_shutdown - stop and join the threads of both pools (pending jobs are dropped
- * without their done callbacks) */
+/* worker_shutdown - let both pools finish the jobs queued (owners cancel
+ * theirs first, so those return at once), join the threads and run the
+ * remaining done callbacks on the calling (main) thread */
 void worker_shutdown(void);
 
 #endif

@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -397,3 +398,42 @@ def test_petrelctl_change_without_restart(petrel):
     again = pf.smtp_dialog("127.0.0.1", petrel.ports["relay"], lines)
     assert again[3].startswith("554"), again
     assert petrel.proc.pid == pid and petrel.running()
+
+
+def test_sigterm_while_preparing(petrel):
+    """SIGTERM right after a burst of 800 messages, while their DKIM
+    signing (low-priority worker threads) may still be running: the daemon
+    exits 0 and cleanly (the fixture's teardown fails on any sanitizer
+    report), and every acknowledged message is there after a restart.
+    The shutdown race it guards against (a signing thread using the store
+    after store_close) shows only now and then; this does not force it."""
+    import smtplib
+    t = petrel.setup_tenant()
+    petrel.ctl("network", "add", t["tenant"], "127.0.0.0/8")
+    sender = "app@" + t["domain"]
+    msg = ("From: %s\r\nTo: r@example.test\r\nSubject: s\r\n\r\n%s" % (
+        sender, ("x" * 70 + "\r\n") * 56)).encode()
+    ids = []
+
+    def client():
+        with smtplib.SMTP("127.0.0.1", petrel.ports["relay"],
+                          timeout=30) as s:
+            s.ehlo("client.test")
+            for _ in range(100):
+                s.mail(sender)
+                s.rcpt("r@example.test")
+                code, r = s.data(msg)
+                assert code == 250, r
+                ids.append(r.decode().split()[-1])
+    # enough concurrent clients that signing (low priority) falls behind
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(ids) == 800
+    assert petrel.stop() == 0
+    assert "event=shutdown status=ok" in petrel.log()
+    petrel.start()
+    listed = {m["id"] for m in petrel.ctl_json("queue", "list")}
+    assert set(ids) <= listed
