@@ -34,6 +34,7 @@
 #define STORE_SHOW_MAX		80	/* bytes of a bad name quoted back */
 
 #define STORE_POLICY_SLOTS	64	/* cached domain policies */
+#define STORE_SECRETS_MAX	8	/* named secrets in DB_META */
 
 /*
  * A parsed copy of a domain record's policy fields, reused while the record's
@@ -56,6 +57,12 @@ struct store {
 	MDB_dbi	 dbi[DB_COUNT];
 	pthread_mutex_t		 policy_mtx;
 	struct store_policy	 policy[STORE_POLICY_SLOTS];
+	/* store_secret's cache: the few named secrets, once read */
+	struct {
+		char		 name[32];
+		unsigned char	 v[STORE_SECRET_LEN];
+	}			 secrets[STORE_SECRETS_MAX];
+	size_t			 nsecrets;
 };
 
 static void store_policy_free(struct store_policy *);
@@ -1166,4 +1173,60 @@ store_network_lookup(struct store *s, const struct sockaddr *sa)
 	mdb_cursor_close(c);
 	mdb_txn_abort(txn);
 	return best;
+}
+
+/* Secrets */
+
+int
+store_secret(struct store *s, const char *name, int create,
+    unsigned char out[STORE_SECRET_LEN])
+{
+	MDB_val key = store_key(name), val;
+	MDB_txn *txn;
+	unsigned char fresh[STORE_SECRET_LEN];
+	size_t i;
+	int rc, found = 0;
+
+	if (strlen(name) >= sizeof(s->secrets[0].name))
+		return -1;
+	pthread_mutex_lock(&s->policy_mtx);
+	for (i = 0; i < s->nsecrets; i++)
+		if (strcmp(s->secrets[i].name, name) == 0) {
+			memcpy(out, s->secrets[i].v, STORE_SECRET_LEN);
+			pthread_mutex_unlock(&s->policy_mtx);
+			return 0;
+		}
+	if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0) {
+		if (mdb_get(txn, s->dbi[DB_META], &key, &val) == 0 &&
+		    val.mv_size == STORE_SECRET_LEN) {
+			memcpy(out, val.mv_data, STORE_SECRET_LEN);
+			found = 1;
+		}
+		mdb_txn_abort(txn);
+	}
+	if (!found && create && mdb_txn_begin(s->env, NULL, 0, &txn) == 0) {
+		util_random(fresh, sizeof(fresh));
+		val.mv_size = sizeof(fresh);
+		val.mv_data = fresh;
+		rc = mdb_put(txn, s->dbi[DB_META], &key, &val, MDB_NOOVERWRITE);
+		if (rc == MDB_KEYEXIST && val.mv_size == STORE_SECRET_LEN) {
+			/* another process was first: val is its secret */
+			memcpy(out, val.mv_data, STORE_SECRET_LEN);
+			mdb_txn_abort(txn);
+			found = 1;
+		} else if (rc == 0 && mdb_txn_commit(txn) == 0) {
+			memcpy(out, fresh, STORE_SECRET_LEN);
+			found = 1;
+		} else if (rc != 0)
+			mdb_txn_abort(txn);
+		explicit_bzero(fresh, sizeof(fresh));
+	}
+	if (found && s->nsecrets < STORE_SECRETS_MAX) {
+		util_strlcpy(s->secrets[s->nsecrets].name, name,
+		    sizeof(s->secrets[0].name));
+		memcpy(s->secrets[s->nsecrets].v, out, STORE_SECRET_LEN);
+		s->nsecrets++;
+	}
+	pthread_mutex_unlock(&s->policy_mtx);
+	return found ? 0 : -1;
 }

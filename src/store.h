@@ -103,4 +103,13 @@ json_t *store_network_list(struct store *);
  * malloc'd, or NULL */
 char *store_network_lookup(struct store *, const struct sockaddr *sa);
 
+/* store_secret - a named 32-byte secret kept in the meta db (HMAC keys
+ * of unsubscribe and tracking tokens): read it, or when create is set and
+ * there is none yet make one (a concurrent maker in another process wins
+ * and its secret is returned). Cached per store; safe from any thread.
+ * 0, or -1 (none, or a storage error). */
+#define STORE_SECRET_LEN	32
+int store_secret(struct store *, const char *name, int create,
+    unsigned char out[STORE_SECRET_LEN]);
+
 #endif

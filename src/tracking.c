@@ -810,59 +810,11 @@ tracking_rewrite(const unsigned char *msg, size_t len,
 
 /* --- tokens --- */
 
-static pthread_mutex_t trk_mtx = PTHREAD_MUTEX_INITIALIZER;
-static const struct store *trk_cached_store;
-static unsigned char trk_cached[TRK_SECRET_LEN];
-
-/* trk_secret - the tracking secret of st (made when create and there is
- * none yet); 0 or -1 */
+/* trk_secret - the HMAC key of tracking tokens (store_secret) */
 static int
 trk_secret(struct store *st, int create, unsigned char out[TRK_SECRET_LEN])
 {
-	MDB_val key = { sizeof(TRK_SECRET_KEY) - 1, (void *)TRK_SECRET_KEY };
-	MDB_val val;
-	MDB_txn *txn;
-	unsigned char fresh[TRK_SECRET_LEN];
-	int rc, found = 0;
-
-	pthread_mutex_lock(&trk_mtx);
-	if (trk_cached_store == st) {
-		memcpy(out, trk_cached, TRK_SECRET_LEN);
-		pthread_mutex_unlock(&trk_mtx);
-		return 0;
-	}
-	if (mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn) == 0) {
-		if (mdb_get(txn, store_dbi(st, DB_META), &key, &val) == 0 &&
-		    val.mv_size == TRK_SECRET_LEN) {
-			memcpy(out, val.mv_data, TRK_SECRET_LEN);
-			found = 1;
-		}
-		mdb_txn_abort(txn);
-	}
-	if (!found && create &&
-	    mdb_txn_begin(store_env(st), NULL, 0, &txn) == 0) {
-		util_random(fresh, sizeof(fresh));
-		val.mv_size = sizeof(fresh);
-		val.mv_data = fresh;
-		rc = mdb_put(txn, store_dbi(st, DB_META), &key, &val,
-		    MDB_NOOVERWRITE);
-		if (rc == MDB_KEYEXIST && val.mv_size == TRK_SECRET_LEN) {
-			memcpy(out, val.mv_data, TRK_SECRET_LEN);
-			mdb_txn_abort(txn);
-			found = 1;
-		} else if (rc == 0 && mdb_txn_commit(txn) == 0) {
-			memcpy(out, fresh, TRK_SECRET_LEN);
-			found = 1;
-		} else if (rc != 0)
-			mdb_txn_abort(txn);
-		explicit_bzero(fresh, sizeof(fresh));
-	}
-	if (found) {
-		memcpy(trk_cached, out, TRK_SECRET_LEN);
-		trk_cached_store = st;
-	}
-	pthread_mutex_unlock(&trk_mtx);
-	return found ? 0 : -1;
+	return store_secret(st, TRK_SECRET_KEY, create, out);
 }
 
 /* trk_mac - truncated HMAC over label NUL payload */

@@ -38,60 +38,11 @@
 #define UNSUB_PAYLOAD_MAX	(NAME_MAX_LEN + 1 + ADDRESS_MAX_LEN)
 #define UNSUB_LINE_MAX		998	/* RFC 5322 line limit */
 
-static pthread_mutex_t unsub_mtx = PTHREAD_MUTEX_INITIALIZER;
-static const struct store *unsub_cached_store;
-static unsigned char unsub_cached[UNSUB_SECRET_LEN];
-
-/* unsub_secret - the secret of st into out; create: make one when there
- * is none yet. 0, or -1 (none, or a storage error) */
+/* unsub_secret - the HMAC key of unsubscribe tokens (store_secret) */
 static int
 unsub_secret(struct store *st, int create, unsigned char out[UNSUB_SECRET_LEN])
 {
-	MDB_val key = { sizeof(UNSUB_SECRET_KEY) - 1, (void *)UNSUB_SECRET_KEY };
-	MDB_val val;
-	MDB_txn *txn;
-	unsigned char fresh[UNSUB_SECRET_LEN];
-	int rc, found = 0;
-
-	pthread_mutex_lock(&unsub_mtx);
-	if (unsub_cached_store == st) {
-		memcpy(out, unsub_cached, UNSUB_SECRET_LEN);
-		pthread_mutex_unlock(&unsub_mtx);
-		return 0;
-	}
-	if (mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn) == 0) {
-		if (mdb_get(txn, store_dbi(st, DB_META), &key, &val) == 0 &&
-		    val.mv_size == UNSUB_SECRET_LEN) {
-			memcpy(out, val.mv_data, UNSUB_SECRET_LEN);
-			found = 1;
-		}
-		mdb_txn_abort(txn);
-	}
-	if (!found && create &&
-	    mdb_txn_begin(store_env(st), NULL, 0, &txn) == 0) {
-		util_random(fresh, sizeof(fresh));
-		val.mv_size = sizeof(fresh);
-		val.mv_data = fresh;
-		rc = mdb_put(txn, store_dbi(st, DB_META), &key, &val,
-		    MDB_NOOVERWRITE);
-		if (rc == MDB_KEYEXIST && val.mv_size == UNSUB_SECRET_LEN) {
-			/* another process was first: val is its secret */
-			memcpy(out, val.mv_data, UNSUB_SECRET_LEN);
-			mdb_txn_abort(txn);
-			found = 1;
-		} else if (rc == 0 && mdb_txn_commit(txn) == 0) {
-			memcpy(out, fresh, UNSUB_SECRET_LEN);
-			found = 1;
-		} else if (rc != 0)
-			mdb_txn_abort(txn);
-		explicit_bzero(fresh, sizeof(fresh));
-	}
-	if (found) {
-		memcpy(unsub_cached, out, UNSUB_SECRET_LEN);
-		unsub_cached_store = st;
-	}
-	pthread_mutex_unlock(&unsub_mtx);
-	return found ? 0 : -1;
+	return store_secret(st, UNSUB_SECRET_KEY, create, out);
 }
 
 /* unsub_mac - HMAC over label NUL tenant NUL rcpt */
