@@ -50,7 +50,7 @@ struct worker_pool {
 	struct worker_job	*done, **done_tail;
 };
 
-#define WORKER_BULK_NICE	19
+#define WORKER_BULK_NICE	5
 
 static struct worker_pool pools[2] = {
 	{ .name = "interactive", .nice = 0, .pipefd = { -1, -1 },
