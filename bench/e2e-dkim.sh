@@ -84,7 +84,7 @@ resolver = 127.0.0.1:$P_DNS
 relayhost = [127.0.0.2]
 smtp_remote_port = $P_SINK
 smtp_destination_concurrency = $CONC
-log_level = warn
+log_level = info
 max_connections_per_ip = 10000
 listen_metrics = 127.0.0.1:$P_METRICS
 EOF

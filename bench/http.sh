@@ -59,7 +59,7 @@ tls_cert = $W/cert.pem
 tls_key = $W/key.pem
 managed_zone = petrel.test
 resolver = 127.0.0.1:$P_DNS
-log_level = warn
+log_level = info
 max_connections_per_ip = 10000
 EOF
 

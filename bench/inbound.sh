@@ -61,7 +61,7 @@ tls_key = $W/key.pem
 managed_zone = petrel.test
 # nobody answers here: no DNS traffic leaves the machine
 resolver = 127.0.0.1:$P_DNS
-log_level = warn
+log_level = info
 max_connections_per_ip = 10000
 EOF
 
