@@ -297,6 +297,29 @@ ctl_fmt_time(const json_t *v, char *buf, size_t len)
 	util_strlcpy(buf, "-", len);
 }
 
+/* ctl_print_names - a list of {"name","created"} objects as JSON (--json)
+ * or as a two-column table headed by what; consumes list */
+static int
+ctl_print_names(struct ctl *ctl, json_t *list, const char *what)
+{
+	const json_t *o;
+	char when[64];
+	size_t i;
+
+	if (ctl->json)
+		ctl_print_json(list);
+	else {
+		printf("%-32s %s\n", what, "CREATED");
+		json_array_foreach(list, i, o) {
+			ctl_fmt_time(json_object_get(o, "created"), when,
+			    sizeof(when));
+			printf("%-32s %s\n", ctl_str(o, "name", "?"), when);
+		}
+	}
+	json_decref(list);
+	return CTL_EXIT_OK;
+}
+
 /* ctl_fmt_duration - seconds as "45s", "12m", "3h", "2d" */
 static void
 ctl_fmt_duration(long long secs, char *buf, size_t len)
@@ -528,24 +551,11 @@ ctl_tenant_add(struct ctl *ctl, int argc, char **argv)
 static int
 ctl_tenant_list(struct ctl *ctl, int argc, char **argv)
 {
-	json_t *list = store_tenant_list(ctl->store), *t;
-	char when[64];
-	size_t i;
+	json_t *list = store_tenant_list(ctl->store);
 
 	if (list == NULL)
 		list = json_array();
-	if (ctl->json)
-		ctl_print_json(list);
-	else {
-		printf("%-32s %s\n", "TENANT", "CREATED");
-		json_array_foreach(list, i, t) {
-			ctl_fmt_time(json_object_get(t, "created"), when,
-			    sizeof(when));
-			printf("%-32s %s\n", ctl_str(t, "name", "?"), when);
-		}
-	}
-	json_decref(list);
-	return CTL_EXIT_OK;
+	return ctl_print_names(ctl, list, "TENANT");
 }
 
 static int
@@ -1257,24 +1267,12 @@ ctl_apikey_add(struct ctl *ctl, int argc, char **argv)
 static int
 ctl_apikey_list(struct ctl *ctl, int argc, char **argv)
 {
-	json_t *list, *k;
-	char *err = NULL, when[64];
-	size_t i;
+	json_t *list;
+	char *err = NULL;
 
 	if ((list = apikey_list(ctl->store, argv[0], &err)) == NULL)
 		return ctl_fail(err, "cannot list api keys");
-	if (ctl->json)
-		ctl_print_json(list);
-	else {
-		printf("%-32s %s\n", "NAME", "CREATED");
-		json_array_foreach(list, i, k) {
-			ctl_fmt_time(json_object_get(k, "created"), when,
-			    sizeof(when));
-			printf("%-32s %s\n", ctl_str(k, "name", "?"), when);
-		}
-	}
-	json_decref(list);
-	return CTL_EXIT_OK;
+	return ctl_print_names(ctl, list, "NAME");
 }
 
 static int
