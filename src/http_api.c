@@ -67,6 +67,7 @@
 #include "http_api.h"
 #include "limits.h"
 #include "log.h"
+#include "netaddr.h"
 #include "metrics.h"
 #include "mime.h"
 #include "petrel.h"
@@ -1344,9 +1345,8 @@ http_bind_conf(struct http_server *srv, const struct conf_listen *cl,
 {
 	struct addrinfo hints, *res, *ai;
 	struct http_sock *s, **tail;
-	char host[INET6_ADDRSTRLEN], port[16];
 	const char *h;
-	int i, rv, one = 1;
+	int i, rv;
 
 	for (i = 0; i < cl->n; i++) {
 		h = cl->host[i];
@@ -1364,24 +1364,13 @@ http_bind_conf(struct http_server *srv, const struct conf_listen *cl,
 		for (ai = res; ai != NULL; ai = ai->ai_next) {
 			s = xcalloc(1, sizeof(*s));
 			s->srv = srv;
-			if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host,
-			    sizeof(host), port, sizeof(port),
-			    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-				util_strlcpy(host, "?", sizeof(host));
-			snprintf(s->addr, sizeof(s->addr), ai->ai_family ==
-			    AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 			for (tail = &http_socks; *tail != NULL;
 			    tail = &(*tail)->next)
 				;
 			*tail = s;
 			http_nsocks++;
-			s->fd = socket(ai->ai_family, ai->ai_socktype |
-			    SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-			if (s->fd == -1 || setsockopt(s->fd, SOL_SOCKET,
-			    SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-			    (ai->ai_family == AF_INET6 && setsockopt(s->fd,
-			    IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1) ||
-			    bind(s->fd, ai->ai_addr, ai->ai_addrlen) == -1) {
+			if ((s->fd = netaddr_bind(ai, s->addr,
+			    sizeof(s->addr))) == -1) {
 				*err_r = xasprintf("listen_%s %s: cannot bind: "
 				    "%s", srv->kind, s->addr, strerror(errno));
 				freeaddrinfo(res);

@@ -35,6 +35,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "netaddr.h"
 #include "metrics.h"
 #include "queue.h"
 #include "smtp_server.h"
@@ -597,9 +598,8 @@ metrics_bind(const struct conf_listen *cl, char **err_r)
 {
 	struct addrinfo hints, *res, *ai;
 	struct metrics_sock *s, **tail;
-	char host[INET6_ADDRSTRLEN], port[16];
 	const char *h;
-	int i, rv, one = 1;
+	int i, rv;
 
 	metrics_gauges_init();
 	for (i = 0; i < cl->n; i++) {
@@ -617,24 +617,13 @@ metrics_bind(const struct conf_listen *cl, char **err_r)
 		}
 		for (ai = res; ai != NULL; ai = ai->ai_next) {
 			s = xcalloc(1, sizeof(*s));
-			if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host,
-			    sizeof(host), port, sizeof(port),
-			    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-				util_strlcpy(host, "?", sizeof(host));
-			snprintf(s->addr, sizeof(s->addr), ai->ai_family ==
-			    AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 			for (tail = &metrics_socks; *tail != NULL;
 			    tail = &(*tail)->next)
 				;
 			*tail = s;
 			metrics_nsocks++;
-			s->fd = socket(ai->ai_family, ai->ai_socktype |
-			    SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-			if (s->fd == -1 || setsockopt(s->fd, SOL_SOCKET,
-			    SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-			    (ai->ai_family == AF_INET6 && setsockopt(s->fd,
-			    IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1) ||
-			    bind(s->fd, ai->ai_addr, ai->ai_addrlen) == -1) {
+			if ((s->fd = netaddr_bind(ai, s->addr,
+			    sizeof(s->addr))) == -1) {
 				*err_r = xasprintf("listen_metrics %s: cannot "
 				    "bind: %s", s->addr, strerror(errno));
 				freeaddrinfo(res);

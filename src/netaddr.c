@@ -7,6 +7,9 @@
 #include "autoconf.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
+#include <errno.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -173,4 +176,33 @@ netaddr_str(const struct sockaddr *sa, char *buf, size_t len)
 	}
 	if (inet_ntop(sa->sa_family, a, buf, (socklen_t)len) == NULL)
 		util_strlcpy(buf, "?", len);
+}
+
+int
+netaddr_bind(const struct addrinfo *ai, char *addr, size_t addrlen)
+{
+	char host[INET6_ADDRSTRLEN], port[16];
+	int fd, one = 1, saved;
+
+	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), port,
+	    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+		util_strlcpy(host, "?", sizeof(host));
+		util_strlcpy(port, "?", sizeof(port));
+	}
+	snprintf(addr, addrlen, ai->ai_family == AF_INET6 ? "[%s]:%s" :
+	    "%s:%s", host, port);
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd == -1)
+		return -1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    (ai->ai_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6,
+	    IPV6_V6ONLY, &one, sizeof(one)) == -1) ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
 }

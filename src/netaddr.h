@@ -28,4 +28,12 @@ int netaddr_match(const struct cidr *c, const struct sockaddr *sa);
 /* netaddr_str - printable address of sa (no port) into buf */
 void netaddr_str(const struct sockaddr *sa, char *buf, size_t len);
 
+struct addrinfo;
+/* netaddr_bind - a non-blocking, close-on-exec socket of ai bound to its
+ * address (SO_REUSEADDR; IPV6_V6ONLY for IPv6, so a v4 and a v6 listener
+ * on one port do not collide), not yet listening. addr receives the
+ * printable "host:port" or "[host]:port" in any case. The fd, or -1 with
+ * errno set. */
+int netaddr_bind(const struct addrinfo *ai, char *addr, size_t addrlen);
+
 #endif

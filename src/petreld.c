@@ -36,6 +36,7 @@
 #include "events.h"
 #include "http_api.h"
 #include "log.h"
+#include "netaddr.h"
 #include "metrics.h"
 #include "queue.h"
 #include "smtp_server.h"
@@ -151,30 +152,11 @@ accept_error_cb(struct evconnlistener *evl, void *arg)
 static void
 listen_addr(enum smtp_listener kind, const struct addrinfo *ai)
 {
-	char host[INET6_ADDRSTRLEN], port[16];
 	struct listener *l, **tail;
-	int one = 1;
 
 	l = xcalloc(1, sizeof(*l));
 	l->kind = kind;
-	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), port,
-	    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-		util_strlcpy(host, "?", sizeof(host));
-	snprintf(l->addr, sizeof(l->addr), ai->ai_family == AF_INET6 ?
-	    "[%s]:%s" : "%s:%s", host, port);
-	l->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, ai->ai_protocol);
-	if (l->fd == -1)
-		die("event=listen status=error addr=%s kind=%s reason=\"socket: "
-		    "%s\"", l->addr, kind_names[kind], strerror(errno));
-	if (setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one,
-	    sizeof(one)) == -1 || (ai->ai_family == AF_INET6 &&
-	    setsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
-	    sizeof(one)) == -1))
-		die("event=listen status=error addr=%s kind=%s reason=\""
-		    "setsockopt: %s\"", l->addr, kind_names[kind],
-		    strerror(errno));
-	if (bind(l->fd, ai->ai_addr, ai->ai_addrlen) == -1)
+	if ((l->fd = netaddr_bind(ai, l->addr, sizeof(l->addr))) == -1)
 		die("event=listen status=error addr=%s kind=%s reason=\"cannot "
 		    "bind: %s\"", l->addr, kind_names[kind], strerror(errno));
 	for (tail = &listeners; *tail != NULL; tail = &(*tail)->next)
