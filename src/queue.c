@@ -265,6 +265,20 @@ queue_free(struct queue *q)
 	free(q);
 }
 
+/* queue_enqueue - hand request r to the writer thread; what names the
+ * caller in the fatal message when the queue is already stopping */
+static struct queue_req *
+queue_enqueue(struct queue *q, struct queue_req *r, const char *what)
+{
+	pthread_mutex_lock(&q->mtx);
+	if (q->stopping)
+		fatalx("%s: queue is stopping", what);
+	TAILQ_INSERT_TAIL(&q->pending, r, entry);
+	pthread_cond_signal(&q->cond);
+	pthread_mutex_unlock(&q->mtx);
+	return r;
+}
+
 struct queue_req *
 queue_submit(struct queue *q, const struct queue_envelope *envl,
     struct evbuffer *body, queue_done_cb cb, void *arg,
@@ -304,13 +318,7 @@ queue_submit(struct queue *q, const struct queue_envelope *envl,
 	if (qid_r != NULL)
 		memcpy(qid_r, r->qid, QUEUE_ID_LEN + 1);
 
-	pthread_mutex_lock(&q->mtx);
-	if (q->stopping)
-		fatalx("queue_submit: queue is stopping");
-	TAILQ_INSERT_TAIL(&q->pending, r, entry);
-	pthread_cond_signal(&q->cond);
-	pthread_mutex_unlock(&q->mtx);
-	return r;
+	return queue_enqueue(q, r, "queue_submit");
 }
 
 void
@@ -343,13 +351,7 @@ queue_update(struct queue *q, const char *qid,
 	r->cb = cb;
 	r->arg = arg;
 
-	pthread_mutex_lock(&q->mtx);
-	if (q->stopping)
-		fatalx("queue_update: queue is stopping");
-	TAILQ_INSERT_TAIL(&q->pending, r, entry);
-	pthread_cond_signal(&q->cond);
-	pthread_mutex_unlock(&q->mtx);
-	return r;
+	return queue_enqueue(q, r, "queue_update");
 }
 
 struct queue_req *
@@ -381,13 +383,7 @@ queue_set_prepared(struct queue *q, const char *qid, struct evbuffer *body,
 	r->cb = cb;
 	r->arg = arg;
 
-	pthread_mutex_lock(&q->mtx);
-	if (q->stopping)
-		fatalx("queue_set_prepared: queue is stopping");
-	TAILQ_INSERT_TAIL(&q->pending, r, entry);
-	pthread_cond_signal(&q->cond);
-	pthread_mutex_unlock(&q->mtx);
-	return r;
+	return queue_enqueue(q, r, "queue_set_prepared");
 }
 
 struct queue_req *
@@ -403,13 +399,7 @@ queue_exec(struct queue *q, queue_exec_fn fn, void (*free_fn)(void *),
 	r->cb = cb;
 	r->arg = cbarg;
 
-	pthread_mutex_lock(&q->mtx);
-	if (q->stopping)
-		fatalx("queue_exec: queue is stopping");
-	TAILQ_INSERT_TAIL(&q->pending, r, entry);
-	pthread_cond_signal(&q->cond);
-	pthread_mutex_unlock(&q->mtx);
-	return r;
+	return queue_enqueue(q, r, "queue_exec");
 }
 
 void
