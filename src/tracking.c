@@ -836,52 +836,13 @@ trk_mac(const unsigned char secret[TRK_SECRET_LEN], const unsigned char *pl,
 	memcpy(mac, full, TRK_MAC_LEN);
 }
 
-/* trk_b64url - URL-safe base64 without padding, malloc'd */
-static char *
-trk_b64url(const void *data, size_t len)
-{
-	char *s = util_b64_encode(data, len);
-	size_t i;
-
-	for (i = 0; s[i] != '\0'; i++) {
-		if (s[i] == '+')
-			s[i] = '-';
-		else if (s[i] == '/')
-			s[i] = '_';
-		else if (s[i] == '=') {
-			s[i] = '\0';
-			break;
-		}
-	}
-	return s;
-}
-
-/* trk_b64url_decode - len characters of [A-Za-z0-9_-] into out (holds
- * len * 3 / 4 + 3); the length, or -1 */
+/* trk_b64url_decode - util_b64url_decode, bounded by the longest token */
 static long
 trk_b64url_decode(const char *in, size_t len, unsigned char *out)
 {
-	char std[TRACKING_TOKEN_MAX + 4];
-	size_t i, n;
-
-	if (len % 4 == 1 || len > TRACKING_TOKEN_MAX)
+	if (len > TRACKING_TOKEN_MAX)
 		return -1;
-	n = len + (4 - len % 4) % 4;
-	for (i = 0; i < len; i++) {
-		if (in[i] == '-')
-			std[i] = '+';
-		else if (in[i] == '_')
-			std[i] = '/';
-		else if ((in[i] >= 'A' && in[i] <= 'Z') ||
-		    (in[i] >= 'a' && in[i] <= 'z') ||
-		    (in[i] >= '0' && in[i] <= '9'))
-			std[i] = in[i];
-		else
-			return -1;
-	}
-	for (; i < n; i++)
-		std[i] = '=';
-	return util_b64_decode(std, n, out);
+	return util_b64url_decode(in, len, out);
 }
 
 /* trk_payload - the token payload into pl; its length */
@@ -916,8 +877,8 @@ tracking_token(struct store *st, int kind, const char *qid, unsigned ridx,
 	plen = trk_payload(kind, qid, ridx, lidx, pl);
 	trk_mac(secret, pl, plen, mac);
 	explicit_bzero(secret, sizeof(secret));
-	p = trk_b64url(pl, plen);
-	m = trk_b64url(mac, sizeof(mac));
+	p = util_b64url_encode(pl, plen);
+	m = util_b64url_encode(mac, sizeof(mac));
 	tok = xasprintf("%s.%s", p, m);
 	free(p);
 	free(m);

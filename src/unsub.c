@@ -63,61 +63,6 @@ unsub_mac(const unsigned char secret[UNSUB_SECRET_LEN], const char *payload,
 		fatalx("unsub_mac: HMAC failed");
 }
 
-/* unsub_b64url - URL-safe base64 without padding, malloc'd */
-static char *
-unsub_b64url(const void *data, size_t len)
-{
-	char *s = util_b64_encode(data, len);
-	size_t i;
-
-	for (i = 0; s[i] != '\0'; i++) {
-		if (s[i] == '+')
-			s[i] = '-';
-		else if (s[i] == '/')
-			s[i] = '_';
-		else if (s[i] == '=') {
-			s[i] = '\0';
-			break;
-		}
-	}
-	return s;
-}
-
-/* unsub_b64url_decode - decode len characters of [A-Za-z0-9_-] into out
- * (holds 3*len/4+3); the decoded length or -1 */
-static long
-unsub_b64url_decode(const char *in, size_t len, unsigned char *out)
-{
-	char *std;
-	size_t i, n;
-	long r;
-
-	if (len % 4 == 1)
-		return -1;
-	n = len + (4 - len % 4) % 4;
-	std = xmalloc(n + 1);
-	for (i = 0; i < len; i++) {
-		if (in[i] == '-')
-			std[i] = '+';
-		else if (in[i] == '_')
-			std[i] = '/';
-		else if ((in[i] >= 'A' && in[i] <= 'Z') ||
-		    (in[i] >= 'a' && in[i] <= 'z') ||
-		    (in[i] >= '0' && in[i] <= '9'))
-			std[i] = in[i];
-		else {
-			free(std);
-			return -1;
-		}
-	}
-	for (; i < n; i++)
-		std[i] = '=';
-	std[n] = '\0';
-	r = util_b64_decode(std, n, out);
-	free(std);
-	return r;
-}
-
 /* unsub_payload - tenant NUL lower(rcpt) into buf; its length, 0 when
  * either is invalid */
 static size_t
@@ -154,8 +99,8 @@ unsub_token(struct store *st, const char *tenant, const char *rcpt)
 		return NULL;
 	unsub_mac(secret, payload, plen, mac);
 	explicit_bzero(secret, sizeof(secret));
-	p = unsub_b64url(payload, plen);
-	m = unsub_b64url(mac, sizeof(mac));
+	p = util_b64url_encode(payload, plen);
+	m = util_b64url_encode(mac, sizeof(mac));
 	tok = xasprintf("%s.%s", p, m);
 	free(p);
 	free(m);
@@ -182,9 +127,9 @@ unsub_token_parse(struct store *st, const char *token, char **tenant_r,
 	if (plen_enc == 0 || plen_enc > (UNSUB_PAYLOAD_MAX + 2) / 3 * 4 ||
 	    len - plen_enc - 1 != (UNSUB_MAC_LEN * 4 + 2) / 3)
 		return -1;
-	if ((plen = unsub_b64url_decode(token, plen_enc, payload)) <= 0 ||
+	if ((plen = util_b64url_decode(token, plen_enc, payload)) <= 0 ||
 	    plen > UNSUB_PAYLOAD_MAX ||
-	    (mlen = unsub_b64url_decode(dot + 1, len - plen_enc - 1, got)) !=
+	    (mlen = util_b64url_decode(dot + 1, len - plen_enc - 1, got)) !=
 	    UNSUB_MAC_LEN)
 		return -1;
 	/* tenant NUL rcpt, with exactly one NUL */

@@ -177,6 +177,58 @@ util_b64_decode(const char *in, size_t len, unsigned char *out)
 	return (long)n - (long)pad;
 }
 
+char *
+util_b64url_encode(const void *data, size_t len)
+{
+	char *s = util_b64_encode(data, len);
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++) {
+		if (s[i] == '+')
+			s[i] = '-';
+		else if (s[i] == '/')
+			s[i] = '_';
+		else if (s[i] == '=') {
+			s[i] = '\0';
+			break;
+		}
+	}
+	return s;
+}
+
+long
+util_b64url_decode(const char *in, size_t len, unsigned char *out)
+{
+	char *std;
+	size_t i, n;
+	long r;
+
+	if (len % 4 == 1)
+		return -1;
+	n = len + (4 - len % 4) % 4;
+	std = xmalloc(n + 1);
+	for (i = 0; i < len; i++) {
+		if (in[i] == '-')
+			std[i] = '+';
+		else if (in[i] == '_')
+			std[i] = '/';
+		else if ((in[i] >= 'A' && in[i] <= 'Z') ||
+		    (in[i] >= 'a' && in[i] <= 'z') ||
+		    (in[i] >= '0' && in[i] <= '9'))
+			std[i] = in[i];
+		else {
+			free(std);
+			return -1;
+		}
+	}
+	for (; i < n; i++)
+		std[i] = '=';
+	std[n] = '\0';
+	r = util_b64_decode(std, n, out);
+	free(std);
+	return r;
+}
+
 int
 util_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *v_r,
     const char **err_r)

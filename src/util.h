@@ -35,6 +35,10 @@ char *util_trim(char *s);
  * at least 3*len/4+3 bytes. */
 char *util_b64_encode(const void *data, size_t len);
 long util_b64_decode(const char *in, size_t len, unsigned char *out);
+/* the URL-safe alphabet ('-' and '_'), without padding (RFC 4648 5), for
+ * tokens in URLs; decode takes exactly [A-Za-z0-9_-] */
+char *util_b64url_encode(const void *data, size_t len);
+long util_b64url_decode(const char *in, size_t len, unsigned char *out);
 
 /* "90", "30s", "5m", "1h", "5d" -> seconds. -1 and *err_r on error. */
 int util_parse_duration(const char *s, long *secs_r, const char **err_r);

@@ -76,6 +76,28 @@ START_TEST(test_b64_malformed)
 }
 END_TEST
 
+START_TEST(test_b64url)
+{
+	/* 0xfb 0xff 0xfe: "+//+" in the standard alphabet */
+	static const unsigned char raw[] = { 0xfb, 0xff, 0xfe, 0x41 };
+	static const char *bad[] = { "-_-!", "ab+c", "ab/c", "ab=c", "a", "a b" };
+	unsigned char out[16];
+	char *e;
+	size_t i;
+
+	e = util_b64url_encode(raw, sizeof(raw));
+	ck_assert_str_eq(e, "-__-QQ");		/* no '+', '/' or padding */
+	ck_assert_int_eq(util_b64url_decode(e, strlen(e), out),
+	    (long)sizeof(raw));
+	ck_assert_mem_eq(out, raw, sizeof(raw));
+	free(e);
+	ck_assert_int_eq(util_b64url_decode("", 0, out), 0);
+	for (i = 0; i < nitems(bad); i++)
+		ck_assert_msg(util_b64url_decode(bad[i], strlen(bad[i]), out) ==
+		    -1, "accepted \"%s\"", bad[i]);
+}
+END_TEST
+
 /* durations and sizes */
 
 START_TEST(test_durations)
@@ -365,6 +387,7 @@ util_suite(void)
 	tcase_add_test(tc, test_b64_vectors);
 	tcase_add_test(tc, test_b64_roundtrip_binary);
 	tcase_add_test(tc, test_b64_malformed);
+	tcase_add_test(tc, test_b64url);
 	tcase_add_test(tc, test_durations);
 	tcase_add_test(tc, test_sizes);
 	tcase_add_test(tc, test_strlcpy);
