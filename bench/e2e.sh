@@ -24,46 +24,15 @@ SIZE=${2:-4096}
 CONC=${3:-20}
 HERE=$(cd "$(dirname "$0")" && pwd)
 B=${PETREL_BUILD_DIR:-$HERE/../build}
-PEER_SCRIPT=${PEER_SCRIPT:-/work/shared/bench/postfix-peer.sh}
-PY=/usr/bin/python3
 TIMEOUT=${TIMEOUT:-300}
 
-for prog in petreld petrelctl; do
-	[ -x "$B/$prog" ] || { echo "e2e.sh: no $B/$prog (set PETREL_BUILD_DIR)" >&2; exit 1; }
-done
-for prog in smtp-source smtp-sink; do
-	command -v $prog >/dev/null || { echo "e2e.sh: $prog (postfix) not installed" >&2; exit 1; }
-done
-if ldd "$B/petreld" 2>/dev/null | grep -q 'libasan\|libubsan'; then
-	echo "e2e.sh: WARNING: $B/petreld is a sanitizer build; numbers are not representative" >&2
-fi
-
-W=$(mktemp -d /tmp/petrel-e2e.XXXXXX)
-PID=
-SINK=
-cleanup() {
-	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-		kill -TERM "$PID" 2>/dev/null || true
-		wait "$PID" 2>/dev/null || true
-	fi
-	if [ -n "$SINK" ]; then
-		kill "$SINK" 2>/dev/null || true
-		wait "$SINK" 2>/dev/null || true
-	fi
-	[ -n "${PETREL_KEEP_TMP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-
-free_port() {
-	$PY -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"
-}
+. "$HERE/lib.sh"
+bench_init e2e.sh smtp-source smtp-sink
 P_SUB=$(free_port 127.0.0.1); P_SUBS=$(free_port 127.0.0.1)
 P_RELAY=$(free_port 127.0.0.1); P_DNS=$(free_port 127.0.0.1)
 P_SINK=$(free_port 127.0.0.2)
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-	-keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1
-chmod 600 "$W/key.pem"
+bench_cert
 
 cat > "$W/petrel.conf" <<EOF
 hostname = petrel.test
@@ -83,26 +52,13 @@ log_level = info
 max_connections_per_ip = 10000
 EOF
 
-ctl() { "$B/petrelctl" -c "$W/petrel.conf" "$@"; }
-
 # the sink: counts accepted messages ("mesg=N") on stdout
 smtp-sink -u root -c "127.0.0.2:$P_SINK" 1000 >"$W/sink.out" 2>&1 &
 SINK=$!
 
-"$B/petreld" -d -c "$W/petrel.conf" 2>"$W/petreld.log" &
-PID=$!
-UP=
-for _ in $(seq 1 200); do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$P_RELAY") 2>/dev/null; then UP=1; break; fi
-	kill -0 "$PID" 2>/dev/null || { echo "e2e.sh: petreld died:" >&2; tail -20 "$W/petreld.log" >&2; exit 1; }
-	sleep 0.05
-done
-[ -n "$UP" ] || { echo "e2e.sh: relay listener not accepting" >&2; tail -20 "$W/petreld.log" >&2; exit 1; }
+bench_start "$P_RELAY"
 
-ctl tenant add bench >/dev/null
-DOMAIN=$(ctl domain add-managed bench | grep -oE '[A-Za-z0-9][A-Za-z0-9-]*\.petrel\.test' | head -1 | tr '[:upper:]' '[:lower:]')
-[ -n "$DOMAIN" ] || { echo "e2e.sh: domain add-managed gave no domain" >&2; exit 1; }
-ctl network add bench 127.0.0.0/8 >/dev/null
+bench_tenant
 
 sink_count() {
 	tr '\r' '\n' < "$W/sink.out" | grep -oE 'mesg=[0-9]+' | tail -1 | cut -d= -f2

@@ -19,34 +19,12 @@ SIZE=${2:-4096}
 CONC=${3:-20}
 HERE=$(cd "$(dirname "$0")" && pwd)
 B=${PETREL_BUILD_DIR:-$HERE/../build}
-PY=/usr/bin/python3
 
-for prog in petreld petrelctl; do
-	[ -x "$B/$prog" ] || { echo "http.sh: no $B/$prog (set PETREL_BUILD_DIR)" >&2; exit 1; }
-done
-if ldd "$B/petreld" 2>/dev/null | grep -q 'libasan\|libubsan'; then
-	echo "http.sh: WARNING: $B/petreld is a sanitizer build; numbers are not representative" >&2
-fi
-
-W=$(mktemp -d /tmp/petrel-bench-http.XXXXXX)
-PID=
-cleanup() {
-	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-		kill -TERM "$PID" 2>/dev/null || true
-		wait "$PID" 2>/dev/null || true
-	fi
-	[ -n "${PETREL_KEEP_TMP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-
-free_port() {
-	$PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+. "$HERE/lib.sh"
+bench_init http.sh smtp-source
 P_HTTPS=$(free_port); P_RELAY=$(free_port); P_DNS=$(free_port)
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-	-keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1
-chmod 600 "$W/key.pem"
+bench_cert
 
 cat > "$W/petrel.conf" <<EOF
 hostname = petrel.test
@@ -63,22 +41,9 @@ log_level = info
 max_connections_per_ip = 10000
 EOF
 
-ctl() { "$B/petrelctl" -c "$W/petrel.conf" "$@"; }
+bench_start "$P_HTTPS"
 
-"$B/petreld" -d -c "$W/petrel.conf" 2>"$W/petreld.log" &
-PID=$!
-UP=
-for _ in $(seq 1 200); do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$P_HTTPS") 2>/dev/null; then UP=1; break; fi
-	kill -0 "$PID" 2>/dev/null || { echo "http.sh: petreld died:" >&2; tail -20 "$W/petreld.log" >&2; exit 1; }
-	sleep 0.05
-done
-[ -n "$UP" ] || { echo "http.sh: https listener not accepting" >&2; tail -20 "$W/petreld.log" >&2; exit 1; }
-
-ctl tenant add bench >/dev/null
-DOMAIN=$(ctl domain add-managed bench | grep -oE '[A-Za-z0-9][A-Za-z0-9-]*\.petrel\.test' | head -1 | tr '[:upper:]' '[:lower:]')
-[ -n "$DOMAIN" ] || { echo "http.sh: domain add-managed gave no domain" >&2; exit 1; }
-ctl network add bench 127.0.0.0/8 >/dev/null
+bench_tenant
 KEY=$(ctl apikey add bench bench | sed -n 's/^endpoint=.*;accesskey=//p')
 [ -n "$KEY" ] || { echo "http.sh: apikey add printed no key" >&2; exit 1; }
 

@@ -18,37 +18,12 @@ SIZE=${2:-4096}
 CONC=${3:-20}
 HERE=$(cd "$(dirname "$0")" && pwd)
 B=${PETREL_BUILD_DIR:-$HERE/../build}
-PEER_SCRIPT=${PEER_SCRIPT:-$HERE/../../shared/bench/postfix-peer.sh}
-[ -x "$PEER_SCRIPT" ] || PEER_SCRIPT=/work/shared/bench/postfix-peer.sh
-PY=/usr/bin/python3
 
-for prog in petreld petrelctl; do
-	[ -x "$B/$prog" ] || { echo "inbound.sh: no $B/$prog (set PETREL_BUILD_DIR)" >&2; exit 1; }
-done
-command -v smtp-source >/dev/null || { echo "inbound.sh: smtp-source (postfix) not installed" >&2; exit 1; }
-if ldd "$B/petreld" 2>/dev/null | grep -q 'libasan\|libubsan'; then
-	echo "inbound.sh: WARNING: $B/petreld is a sanitizer build; numbers are not representative" >&2
-fi
-
-W=$(mktemp -d /tmp/petrel-bench.XXXXXX)
-PID=
-cleanup() {
-	if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-		kill -TERM "$PID" 2>/dev/null || true
-		wait "$PID" 2>/dev/null || true
-	fi
-	[ -n "${PETREL_KEEP_TMP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-
-free_port() {
-	$PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+. "$HERE/lib.sh"
+bench_init inbound.sh smtp-source
 P_SUB=$(free_port); P_SUBS=$(free_port); P_RELAY=$(free_port); P_DNS=$(free_port)
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-	-keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1
-chmod 600 "$W/key.pem"
+bench_cert
 
 cat > "$W/petrel.conf" <<EOF
 hostname = petrel.test
@@ -65,22 +40,9 @@ log_level = info
 max_connections_per_ip = 10000
 EOF
 
-ctl() { "$B/petrelctl" -c "$W/petrel.conf" "$@"; }
+bench_start "$P_RELAY"
 
-"$B/petreld" -d -c "$W/petrel.conf" 2>"$W/petreld.log" &
-PID=$!
-UP=
-for _ in $(seq 1 200); do
-	if (exec 3<>"/dev/tcp/127.0.0.1/$P_RELAY") 2>/dev/null; then UP=1; break; fi
-	kill -0 "$PID" 2>/dev/null || { echo "inbound.sh: petreld died:" >&2; tail -20 "$W/petreld.log" >&2; exit 1; }
-	sleep 0.05
-done
-[ -n "$UP" ] || { echo "inbound.sh: relay listener not accepting" >&2; tail -20 "$W/petreld.log" >&2; exit 1; }
-
-ctl tenant add bench >/dev/null
-DOMAIN=$(ctl domain add-managed bench | grep -oE '[A-Za-z0-9][A-Za-z0-9-]*\.petrel\.test' | head -1 | tr '[:upper:]' '[:lower:]')
-[ -n "$DOMAIN" ] || { echo "inbound.sh: domain add-managed gave no domain" >&2; exit 1; }
-ctl network add bench 127.0.0.0/8 >/dev/null
+bench_tenant
 
 # smtp-source writes "From: <sender>": MAIL FROM and header From are both
 # in the tenant's verified managed domain
