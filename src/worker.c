@@ -4,24 +4,31 @@
  * wakes the main event loop, which runs each job's done callback. The pipe
  * (rather than event_active from another thread) keeps this correct
  * whether or not the event base was created with libevent's locking
- * enabled.
+ * enabled. A worker writes to the pipe only when the done list was empty:
+ * one wakeup of the loop collects every job finished meanwhile.
  *
- * The bulk pool (worker_run_bulk: DKIM signing and ARC sealing of queued
- * mail) runs at a lower priority (nice WORKER_BULK_NICE) than the main
- * loop, the queue writer and the interactive pool (AUTH password checks,
- * admin requests): under a burst the CPU goes to accepting and answering
- * clients first, and the prepare backlog, already durable in the queue,
- * catches up when the burst is over.
+ * The bulk pool (worker_run_bulk: DKIM signing and ARC sealing of mail
+ * already durable in the queue) runs its threads at SCHED_IDLE: they get
+ * the CPU only when the main loop, the queue writer and the interactive
+ * pool (AUTH password checks, admin requests) have nothing to do, so a
+ * burst of clients is answered first and the prepare backlog catches up in
+ * the gaps and afterwards. So that sustained load cannot starve delivery,
+ * one more bulk thread runs at an ordinary priority (nice
+ * WORKER_CATCHUP_NICE) and takes a job only once it has waited
+ * WORKER_CATCHUP_MS.
  */
 #include "autoconf.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -30,75 +37,148 @@
 #include "util.h"
 #include "worker.h"
 
+#define WORKER_CATCHUP_MS	5000	/* bulk job age that calls for help */
+#define WORKER_CATCHUP_NICE	5
+
 struct worker_job {
 	worker_fn		 fn, done;
 	void			*arg;
+	uint64_t		 queued_ms;
 	struct worker_job	*next;
+};
+
+struct worker_pool;
+
+struct worker_thread {
+	struct worker_pool	*wp;
+	pthread_t		 th;
+	int			 catchup;	/* takes only old jobs */
 };
 
 struct worker_pool {
 	const char		*name;
-	int			 nice;
+	int			 bulk;
 	struct event_base	*base;
 	struct event		*ev;
 	int			 pipefd[2];
-	pthread_t		 th[WORKER_THREADS];
+	struct worker_thread	 th[WORKER_THREADS + 1];
+	int			 nth;
 	int			 started, stopping;
 	pthread_mutex_t		 mtx;
-	pthread_cond_t		 cond;
+	pthread_cond_t		 cond;		/* a job for any thread */
+	pthread_cond_t		 catchup_cond;	/* stopping, for catch-up */
 	struct worker_job	*todo, **todo_tail;
 	struct worker_job	*done, **done_tail;
 };
 
-#define WORKER_BULK_NICE	5
-
 static struct worker_pool pools[2] = {
-	{ .name = "interactive", .nice = 0, .pipefd = { -1, -1 },
-	  .mtx = PTHREAD_MUTEX_INITIALIZER,
-	  .cond = PTHREAD_COND_INITIALIZER },
-	{ .name = "bulk", .nice = WORKER_BULK_NICE, .pipefd = { -1, -1 },
-	  .mtx = PTHREAD_MUTEX_INITIALIZER,
-	  .cond = PTHREAD_COND_INITIALIZER },
+	{ .name = "interactive", .pipefd = { -1, -1 },
+	  .mtx = PTHREAD_MUTEX_INITIALIZER },
+	{ .name = "bulk", .bulk = 1, .pipefd = { -1, -1 },
+	  .mtx = PTHREAD_MUTEX_INITIALIZER },
 };
 
-/* worker_main - a thread of pool wp: take a job, run it, hand it to the
+/* worker_priority - lower the calling thread's priority for its role */
+static void
+worker_priority(const struct worker_thread *t)
+{
+	struct sched_param sp;
+
+	if (!t->wp->bulk)
+		return;
+	if (t->catchup) {
+		/* Linux: setpriority on a thread id sets that thread alone */
+		if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid),
+		    WORKER_CATCHUP_NICE) == -1)
+			log_warn("event=worker pool=%s nice=%d error=\"%s\"",
+			    t->wp->name, WORKER_CATCHUP_NICE, strerror(errno));
+		return;
+	}
+	memset(&sp, 0, sizeof(sp));
+	if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0 &&
+	    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) == -1)
+		log_warn("event=worker pool=%s sched=idle error=\"%s\"",
+		    t->wp->name, strerror(errno));
+}
+
+/* worker_deadline - the absolute CLOCK_MONOTONIC time ms from now */
+static void
+worker_deadline(struct timespec *ts, uint64_t ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += (time_t)(ms / 1000);
+	ts->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}
+
+/* worker_take - with wp->mtx held: wait for a job thread t may run; NULL
+ * once the pool is stopping and nothing is left */
+static struct worker_job *
+worker_take(struct worker_thread *t)
+{
+	struct worker_pool *wp = t->wp;
+	struct worker_job *j;
+	struct timespec ts;
+	uint64_t now;
+
+	for (;;) {
+		if (wp->todo == NULL && wp->stopping)
+			return NULL;
+		if (!t->catchup) {
+			if (wp->todo != NULL)
+				break;
+			pthread_cond_wait(&wp->cond, &wp->mtx);
+			continue;
+		}
+		/* catch-up: the oldest job, once it has waited long enough
+		 * (or the pool is draining); otherwise look again then */
+		now = util_now_ms();
+		if (wp->todo != NULL && (wp->stopping ||
+		    now - wp->todo->queued_ms >= WORKER_CATCHUP_MS))
+			break;
+		worker_deadline(&ts, wp->todo == NULL ? WORKER_CATCHUP_MS :
+		    wp->todo->queued_ms + WORKER_CATCHUP_MS - now);
+		pthread_cond_timedwait(&wp->catchup_cond, &wp->mtx, &ts);
+	}
+	j = wp->todo;
+	wp->todo = j->next;
+	if (wp->todo == NULL)
+		wp->todo_tail = &wp->todo;
+	return j;
+}
+
+/* worker_main - a thread of a pool: take a job, run it, hand it to the
  * loop */
 static void *
 worker_main(void *arg)
 {
-	struct worker_pool *wp = arg;
+	struct worker_thread *t = arg;
+	struct worker_pool *wp = t->wp;
 	struct worker_job *j;
 	char c = 1;
+	int wake;
 
-	/* Linux: setpriority on a thread id sets that thread's nice alone */
-	if (wp->nice != 0 && setpriority(PRIO_PROCESS,
-	    (id_t)syscall(SYS_gettid), wp->nice) == -1)
-		log_warn("event=worker pool=%s nice=%d error=\"%s\"", wp->name,
-		    wp->nice, strerror(errno));
+	worker_priority(t);
 	for (;;) {
 		pthread_mutex_lock(&wp->mtx);
-		while (wp->todo == NULL && !wp->stopping)
-			pthread_cond_wait(&wp->cond, &wp->mtx);
-		/* stopping: finish what is queued (cancelled jobs return at
-		 * once), then leave */
-		if (wp->todo == NULL) {
-			pthread_mutex_unlock(&wp->mtx);
-			return NULL;
-		}
-		j = wp->todo;
-		wp->todo = j->next;
-		if (wp->todo == NULL)
-			wp->todo_tail = &wp->todo;
+		j = worker_take(t);
 		pthread_mutex_unlock(&wp->mtx);
+		if (j == NULL)
+			return NULL;
 
 		j->fn(j->arg);
 
 		pthread_mutex_lock(&wp->mtx);
 		j->next = NULL;
+		wake = wp->done == NULL;
 		*wp->done_tail = j;
 		wp->done_tail = &j->next;
 		pthread_mutex_unlock(&wp->mtx);
-		while (write(wp->pipefd[1], &c, 1) == -1 && errno == EINTR)
+		while (wake && write(wp->pipefd[1], &c, 1) == -1 &&
+		    errno == EINTR)
 			;
 	}
 }
@@ -130,13 +210,24 @@ worker_wakeup(evutil_socket_t fd, short what, void *arg)
 void
 worker_init(struct event_base *base)
 {
+	static int conds;
+	pthread_condattr_t ca;
 	size_t i;
 
 	for (i = 0; i < nitems(pools); i++) {
+		if (!conds) {
+			/* timed waits measure on the monotonic clock */
+			pthread_condattr_init(&ca);
+			pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+			pthread_cond_init(&pools[i].cond, &ca);
+			pthread_cond_init(&pools[i].catchup_cond, &ca);
+			pthread_condattr_destroy(&ca);
+		}
 		pools[i].base = base;
 		pools[i].todo_tail = &pools[i].todo;
 		pools[i].done_tail = &pools[i].done;
 	}
+	conds = 1;
 }
 
 /* worker_start - a pool's pipe, loop event and threads, on first use */
@@ -158,9 +249,14 @@ worker_start(struct worker_pool *wp)
 	    worker_wakeup, wp);
 	if (wp->ev == NULL || event_add(wp->ev, NULL) == -1)
 		fatalx("worker: event_new failed");
-	for (i = 0; i < WORKER_THREADS; i++)
-		if (pthread_create(&wp->th[i], NULL, worker_main, wp) != 0)
+	wp->nth = WORKER_THREADS + (wp->bulk ? 1 : 0);
+	for (i = 0; i < wp->nth; i++) {
+		wp->th[i].wp = wp;
+		wp->th[i].catchup = i == WORKER_THREADS;
+		if (pthread_create(&wp->th[i].th, NULL, worker_main,
+		    &wp->th[i]) != 0)
 			fatalx("worker: pthread_create failed");
+	}
 	wp->started = 1;
 }
 
@@ -176,6 +272,7 @@ worker_queue(struct worker_pool *wp, worker_fn fn, void *arg,
 	j->fn = fn;
 	j->done = done;
 	j->arg = arg;
+	j->queued_ms = util_now_ms();
 	pthread_mutex_lock(&wp->mtx);
 	*wp->todo_tail = j;
 	wp->todo_tail = &j->next;
@@ -210,9 +307,10 @@ worker_shutdown(void)
 		pthread_mutex_lock(&wp->mtx);
 		wp->stopping = 1;
 		pthread_cond_broadcast(&wp->cond);
+		pthread_cond_broadcast(&wp->catchup_cond);
 		pthread_mutex_unlock(&wp->mtx);
-		for (i = 0; i < WORKER_THREADS; i++)
-			pthread_join(wp->th[i], NULL);
+		for (i = 0; i < wp->nth; i++)
+			pthread_join(wp->th[i].th, NULL);
 		/* every job has run: its done callback, here on the main
 		 * thread, releases what it holds (callers mark jobs whose
 		 * owner went away, and done then only frees) */
