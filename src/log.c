@@ -2,6 +2,13 @@
  * log.c - one line per event. Foreground (-d) writes to stderr with a
  * timestamp; otherwise syslog(LOG_MAIL). Lines are key=value; callers pass
  * sid= or qid= on every line.
+ *
+ * Once log_set_loop() names the main event loop, info and debug lines that
+ * the loop's own thread writes to stderr are buffered and written together
+ * at the end of the loop pass that produced them (an active event), which
+ * saves a write(2) per line when many sessions log in one pass. Errors and
+ * warnings, and every line from another thread, are written at once (after
+ * whatever is buffered, so the order holds).
  */
 #include "autoconf.h"
 
@@ -12,11 +19,53 @@
 #include <time.h>
 #include <pthread.h>
 
+#include <event2/event.h>
+
 #include "log.h"
 
 int log_verbosity = LOG_LVL_INFO;
 static int log_stderr = 1;
 static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct event *log_flush_ev;	/* set: batching for the loop thread */
+static pthread_t log_loop_thread;
+static char log_buf[1 << 16];		/* stderr's buffer while batching */
+
+/* log_flush_cb - end of a loop pass: write what the pass logged */
+static void
+log_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	log_flush();
+}
+
+void
+log_flush(void)
+{
+	pthread_mutex_lock(&log_mtx);
+	fflush(stderr);
+	pthread_mutex_unlock(&log_mtx);
+}
+
+void
+log_set_loop(struct event_base *base)
+{
+	if (log_flush_ev != NULL) {
+		event_free(log_flush_ev);
+		log_flush_ev = NULL;
+		log_flush();
+		setvbuf(stderr, NULL, _IONBF, 0);
+	}
+	if (base == NULL || !log_stderr)
+		return;
+	if ((log_flush_ev = event_new(base, -1, 0, log_flush_cb, NULL)) ==
+	    NULL)
+		return;
+	log_loop_thread = pthread_self();
+	fflush(stderr);
+	setvbuf(stderr, log_buf, _IOFBF, sizeof(log_buf));
+}
 
 void
 log_init(int to_stderr, const char *ident)
@@ -76,6 +125,12 @@ log_msg(int level, const char *fmt, ...)
 	pthread_mutex_lock(&log_mtx);
 	fprintf(stderr, "%s.%03ldZ level=%s %s\n", ts, now.tv_nsec / 1000000,
 	    names[level], line);
-	fflush(stderr);
+	if (log_flush_ev != NULL && level >= LOG_LVL_INFO &&
+	    pthread_equal(pthread_self(), log_loop_thread)) {
+		/* written at the end of this loop pass */
+		if (!event_pending(log_flush_ev, EV_TIMEOUT, NULL))
+			event_active(log_flush_ev, EV_TIMEOUT, 1);
+	} else
+		fflush(stderr);
 	pthread_mutex_unlock(&log_mtx);
 }

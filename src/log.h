@@ -13,7 +13,14 @@ enum log_level { LOG_LVL_ERR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 extern int log_verbosity;
 
+struct event_base;
+
 void log_init(int to_stderr, const char *ident);
+/* log_set_loop - batch the info/debug lines base's thread writes to
+ * stderr, one write per loop pass; NULL writes what is pending and ends
+ * that. Call from the loop's thread. */
+void log_set_loop(struct event_base *base);
+void log_flush(void);
 void log_set_level(int level);
 /* parse "error|warn|info|debug" -> level, -1 when unknown */
 int log_level_parse(const char *);

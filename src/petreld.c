@@ -569,6 +569,23 @@ usage(void)
 	exit(1);
 }
 
+/* petreld_base_new - the main loop's event base */
+static struct event_base *
+petreld_base_new(void)
+{
+	struct event_config *cfg;
+	struct event_base *b;
+
+	if ((cfg = event_config_new()) == NULL)
+		return NULL;
+	/* one epoll_ctl per fd and loop pass, not per event_add/del: a
+	 * bufferevent adds and drops its write event around every reply */
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	b = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	return b;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -637,8 +654,9 @@ main(int argc, char *argv[])
 	}
 
 	if (evthread_use_pthreads() == -1 ||
-	    (env->base = event_base_new()) == NULL)
+	    (env->base = petreld_base_new()) == NULL)
 		die("event=start status=error reason=\"event base\"");
+	log_set_loop(env->base);
 	/* caught from here on, handled once the loop runs */
 	for (i = 0; i < nitems(sigs); i++) {
 		sig_ev[i] = evsignal_new(env->base, sigs[i], signal_cb, NULL);
@@ -721,6 +739,7 @@ main(int argc, char *argv[])
 		event_free(sig_ev[i]);
 	if (drain_ev != NULL)
 		event_free(drain_ev);
+	log_set_loop(NULL);
 	if (smtp_server_sessions() == 0)
 		event_base_free(env->base);
 	SSL_CTX_free(env->ssl_server);
