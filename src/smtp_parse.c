@@ -540,6 +540,27 @@ data_eol(struct smtp_data *d, unsigned char *out, size_t *o)
 	d->linelen = 0;
 }
 
+/* data_run - n content bytes without CR or LF, in one go: the same
+ * accounting as n calls of data_byte (sizes only grow, so checking the
+ * limits once at the end of the run sets the same flags) */
+static inline void
+data_run(struct smtp_data *d, const unsigned char *p, size_t n,
+    unsigned char *out, size_t *o)
+{
+	memcpy(out + *o, p, n);
+	*o += n;
+	d->size += n;
+	d->linelen += n;
+	if (d->linelen + 2 > d->line_max)
+		d->flags |= SMTP_DATA_LONGLINE;
+	if (d->in_header) {
+		if (memchr(p, '\0', n) != NULL)
+			d->flags |= SMTP_DATA_NUL;
+		if (d->size > d->header_max)
+			d->flags |= SMTP_DATA_HDRBIG;
+	}
+}
+
 /* data_bare - a bare CR or LF: flagged, kept as content, never a line end */
 static inline void
 data_bare(struct smtp_data *d, unsigned char c, unsigned char *out,
@@ -553,7 +574,8 @@ size_t
 smtp_data_feed(struct smtp_data *d, const unsigned char *in, size_t len,
     unsigned char *out, size_t *outlen_r, int *done_r)
 {
-	size_t i, o = 0;
+	const unsigned char *cr, *lf;
+	size_t i, o = 0, end;
 
 	*done_r = 0;
 	for (i = 0; i < len; i++) {
@@ -573,7 +595,13 @@ smtp_data_feed(struct smtp_data *d, const unsigned char *in, size_t len,
 				data_bare(d, c, out, &o);
 				d->st = DS_MID;
 			} else {
-				data_byte(d, c, out, &o);
+				/* the rest of the line up to its CR or LF */
+				cr = memchr(in + i, '\r', len - i);
+				end = cr != NULL ? (size_t)(cr - in) : len;
+				if ((lf = memchr(in + i, '\n', end - i)) != NULL)
+					end = (size_t)(lf - in);
+				data_run(d, in + i, end - i, out, &o);
+				i = end - 1;
 				d->st = DS_MID;
 			}
 			break;

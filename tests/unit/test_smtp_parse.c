@@ -404,6 +404,42 @@ START_TEST(test_data_limits)
 }
 END_TEST
 
+/* whole-line runs and byte-at-a-time feeding agree on every input: random
+ * strings over the bytes that matter (CR, LF, dot, NUL, text) */
+START_TEST(test_data_runs)
+{
+	static const char alpha[] = "ab\r\n.\0";
+	char msg[300];
+	struct feed_result whole, bytes;
+	unsigned seed = 12345;
+	size_t len, i;
+	int iter, mode;
+
+	for (iter = 0; iter < 4000; iter++) {
+		len = 1 + (size_t)(iter % (int)sizeof(msg));
+		for (i = 0; i < len; i++) {
+			seed = seed * 1103515245u + 12345u;
+			msg[i] = alpha[(seed >> 16) % (sizeof(alpha) - 1)];
+		}
+		mode = iter % 2 ? SMTP_DATA_DOT : SMTP_DATA_CHUNK;
+		feed((enum smtp_data_mode)mode, msg, len, len, &whole);
+		feed((enum smtp_data_mode)mode, msg, len, 1, &bytes);
+		ck_assert_uint_eq(whole.outlen, bytes.outlen);
+		ck_assert(memcmp(whole.out, bytes.out, whole.outlen) == 0);
+		ck_assert_uint_eq(whole.used, bytes.used);
+		ck_assert_int_eq(whole.done, bytes.done);
+		ck_assert_int_eq(whole.flags, bytes.flags);
+		ck_assert_uint_eq(whole.header_len, bytes.header_len);
+	}
+	/* a NUL counts in the header section only, in a run or alone */
+	feed(SMTP_DATA_DOT, "a: b\0c\r\n\r\nx\r\n.\r\n", 16, 16, &whole);
+	ck_assert(whole.flags & SMTP_DATA_NUL);
+	feed(SMTP_DATA_DOT, "a: b\r\n\r\nx\0y\r\n.\r\n", 16, 16, &whole);
+	ck_assert_int_eq(whole.done, 1);
+	ck_assert_int_eq(whole.flags & SMTP_DATA_NUL, 0);
+}
+END_TEST
+
 /* header section */
 
 START_TEST(test_header_scan)
@@ -514,6 +550,7 @@ smtp_parse_suite(void)
 	tcase_add_test(tc, test_data_smuggling);
 	tcase_add_test(tc, test_data_chunk);
 	tcase_add_test(tc, test_data_limits);
+	tcase_add_test(tc, test_data_runs);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("headers");
