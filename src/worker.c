@@ -8,14 +8,16 @@
  * one wakeup of the loop collects every job finished meanwhile.
  *
  * The bulk pool (worker_run_bulk: DKIM signing and ARC sealing of mail
- * already durable in the queue) runs its threads at SCHED_IDLE: they get
- * the CPU only when the main loop, the queue writer and the interactive
- * pool (AUTH password checks, admin requests) have nothing to do, so a
- * burst of clients is answered first and the prepare backlog catches up in
- * the gaps and afterwards. So that sustained load cannot starve delivery,
- * one more bulk thread runs at an ordinary priority (nice
- * WORKER_CATCHUP_NICE) and takes a job only once it has waited
- * WORKER_CATCHUP_MS.
+ * already durable in the queue) yields to the clients being answered:
+ * - WORKER_THREADS threads run at SCHED_IDLE and take any job: they get
+ *   the CPU only when the main loop, the queue writer and the interactive
+ *   pool (AUTH password checks, admin requests) leave some;
+ * - WORKER_THREADS more run at nice WORKER_BULK_NICE, but while the front
+ *   ends are accepting mail (worker_bulk_hold(), renewed by every accepted
+ *   message) they take only jobs that have waited WORKER_CATCHUP_MS.
+ * So a burst is accepted at full speed while signing soaks up the idle
+ * CPU, signing runs at an ordinary priority as soon as the burst is over,
+ * and sustained load cannot hold delivery back by more than a few seconds.
  */
 #include "autoconf.h"
 
@@ -23,6 +25,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -37,8 +40,11 @@
 #include "util.h"
 #include "worker.h"
 
-#define WORKER_CATCHUP_MS	5000	/* bulk job age that calls for help */
-#define WORKER_CATCHUP_NICE	5
+#define WORKER_CATCHUP_MS	10000	/* bulk job age that ends a hold */
+#define WORKER_BULK_NICE	5
+
+/* util_now_ms() until which the gated bulk threads hold back */
+static _Atomic uint64_t worker_hold_until;
 
 struct worker_job {
 	worker_fn		 fn, done;
@@ -52,7 +58,7 @@ struct worker_pool;
 struct worker_thread {
 	struct worker_pool	*wp;
 	pthread_t		 th;
-	int			 catchup;	/* takes only old jobs */
+	int			 gated;		/* held while mail arrives */
 };
 
 struct worker_pool {
@@ -61,12 +67,12 @@ struct worker_pool {
 	struct event_base	*base;
 	struct event		*ev;
 	int			 pipefd[2];
-	struct worker_thread	 th[WORKER_THREADS + 1];
+	struct worker_thread	 th[2 * WORKER_THREADS];
 	int			 nth;
 	int			 started, stopping;
 	pthread_mutex_t		 mtx;
 	pthread_cond_t		 cond;		/* a job for any thread */
-	pthread_cond_t		 catchup_cond;	/* stopping, for catch-up */
+	pthread_cond_t		 gate_cond;	/* a job, for gated threads */
 	struct worker_job	*todo, **todo_tail;
 	struct worker_job	*done, **done_tail;
 };
@@ -86,12 +92,12 @@ worker_priority(const struct worker_thread *t)
 
 	if (!t->wp->bulk)
 		return;
-	if (t->catchup) {
+	if (t->gated) {
 		/* Linux: setpriority on a thread id sets that thread alone */
 		if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid),
-		    WORKER_CATCHUP_NICE) == -1)
+		    WORKER_BULK_NICE) == -1)
 			log_warn("event=worker pool=%s nice=%d error=\"%s\"",
-			    t->wp->name, WORKER_CATCHUP_NICE, strerror(errno));
+			    t->wp->name, WORKER_BULK_NICE, strerror(errno));
 		return;
 	}
 	memset(&sp, 0, sizeof(sp));
@@ -122,26 +128,30 @@ worker_take(struct worker_thread *t)
 	struct worker_pool *wp = t->wp;
 	struct worker_job *j;
 	struct timespec ts;
-	uint64_t now;
+	uint64_t now, hold, until;
 
 	for (;;) {
 		if (wp->todo == NULL && wp->stopping)
 			return NULL;
-		if (!t->catchup) {
+		if (!t->gated) {
 			if (wp->todo != NULL)
 				break;
 			pthread_cond_wait(&wp->cond, &wp->mtx);
 			continue;
 		}
-		/* catch-up: the oldest job, once it has waited long enough
-		 * (or the pool is draining); otherwise look again then */
+		if (wp->todo == NULL) {
+			pthread_cond_wait(&wp->gate_cond, &wp->mtx);
+			continue;
+		}
+		/* gated: a job, unless mail is arriving and the job is
+		 * young; then look again when either ends */
 		now = util_now_ms();
-		if (wp->todo != NULL && (wp->stopping ||
-		    now - wp->todo->queued_ms >= WORKER_CATCHUP_MS))
+		hold = atomic_load(&worker_hold_until);
+		until = wp->todo->queued_ms + WORKER_CATCHUP_MS;
+		if (wp->stopping || now >= hold || now >= until)
 			break;
-		worker_deadline(&ts, wp->todo == NULL ? WORKER_CATCHUP_MS :
-		    wp->todo->queued_ms + WORKER_CATCHUP_MS - now);
-		pthread_cond_timedwait(&wp->catchup_cond, &wp->mtx, &ts);
+		worker_deadline(&ts, (hold < until ? hold : until) - now);
+		pthread_cond_timedwait(&wp->gate_cond, &wp->mtx, &ts);
 	}
 	j = wp->todo;
 	wp->todo = j->next;
@@ -220,7 +230,7 @@ worker_init(struct event_base *base)
 			pthread_condattr_init(&ca);
 			pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 			pthread_cond_init(&pools[i].cond, &ca);
-			pthread_cond_init(&pools[i].catchup_cond, &ca);
+			pthread_cond_init(&pools[i].gate_cond, &ca);
 			pthread_condattr_destroy(&ca);
 		}
 		pools[i].base = base;
@@ -249,10 +259,10 @@ worker_start(struct worker_pool *wp)
 	    worker_wakeup, wp);
 	if (wp->ev == NULL || event_add(wp->ev, NULL) == -1)
 		fatalx("worker: event_new failed");
-	wp->nth = WORKER_THREADS + (wp->bulk ? 1 : 0);
+	wp->nth = wp->bulk ? 2 * WORKER_THREADS : WORKER_THREADS;
 	for (i = 0; i < wp->nth; i++) {
 		wp->th[i].wp = wp;
-		wp->th[i].catchup = i == WORKER_THREADS;
+		wp->th[i].gated = i >= WORKER_THREADS;
 		if (pthread_create(&wp->th[i].th, NULL, worker_main,
 		    &wp->th[i]) != 0)
 			fatalx("worker: pthread_create failed");
@@ -274,6 +284,11 @@ worker_queue(struct worker_pool *wp, worker_fn fn, void *arg,
 	j->arg = arg;
 	j->queued_ms = util_now_ms();
 	pthread_mutex_lock(&wp->mtx);
+	/* a gated thread sleeps until the list has a job; then it waits
+	 * out holds on its own clock */
+	if (wp->bulk && (wp->todo == NULL ||
+	    util_now_ms() >= atomic_load(&worker_hold_until)))
+		pthread_cond_signal(&wp->gate_cond);
 	*wp->todo_tail = j;
 	wp->todo_tail = &j->next;
 	pthread_cond_signal(&wp->cond);
@@ -293,6 +308,12 @@ worker_run_bulk(worker_fn fn, void *arg, worker_fn done)
 }
 
 void
+worker_bulk_hold(unsigned ms)
+{
+	atomic_store(&worker_hold_until, util_now_ms() + ms);
+}
+
+void
 worker_shutdown(void)
 {
 	struct worker_pool *wp;
@@ -307,7 +328,7 @@ worker_shutdown(void)
 		pthread_mutex_lock(&wp->mtx);
 		wp->stopping = 1;
 		pthread_cond_broadcast(&wp->cond);
-		pthread_cond_broadcast(&wp->catchup_cond);
+		pthread_cond_broadcast(&wp->gate_cond);
 		pthread_mutex_unlock(&wp->mtx);
 		for (i = 0; i < wp->nth; i++)
 			pthread_join(wp->th[i].th, NULL);
