@@ -51,6 +51,12 @@ static const char queue_b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 #define QUEUE_RCPT_KEY_LEN	(QUEUE_ID_LEN + 2)
 #define QUEUE_SCHED_KEY_LEN	(8 + QUEUE_ID_LEN)
 #define QUEUE_RCPTS_MAX		65535	/* 2-byte index in the rcpts key */
+/* bodies: qid = the message (as received, or as prepared); qid + 2-byte
+ * index = a recipient's own prepared copy; qid + QUEUE_HEAD_MARK = the
+ * header lines prepare put in front of the received bytes, when that is
+ * all it changed (the message is then this head + the qid value) */
+#define QUEUE_HEAD_KEY_LEN	(QUEUE_ID_LEN + 1)
+#define QUEUE_HEAD_MARK		'>'
 
 enum queue_kind {
 	QUEUE_REQ_SUBMIT = 0,	/* a new message */
@@ -689,6 +695,74 @@ queue_put_body(struct queue *q, MDB_txn *txn, const void *k, size_t klen,
 	return 0;
 }
 
+/* queue_head_key - the key of qid's prepared head */
+static void
+queue_head_key(unsigned char key[QUEUE_HEAD_KEY_LEN], const char *qid)
+{
+	memcpy(key, qid, QUEUE_ID_LEN);
+	key[QUEUE_ID_LEN] = QUEUE_HEAD_MARK;
+}
+
+/* queue_put_prepared - store the prepared message body: when it is the
+ * stored bytes with header lines in front (DKIM-Signature, ARC-*), only
+ * those lines are written, not the whole message again */
+static int
+queue_put_prepared(struct queue *q, MDB_txn *txn, const char *qid,
+    struct evbuffer *body)
+{
+	unsigned char hkey[QUEUE_HEAD_KEY_LEN];
+	MDB_dbi dbi = store_dbi(q->store, DB_BODIES);
+	MDB_val key = { QUEUE_ID_LEN, (void *)qid }, orig, head;
+	size_t len = evbuffer_get_length(body), hlen;
+	const unsigned char *p;
+	int rc;
+
+	queue_head_key(hkey, qid);
+	key.mv_size = QUEUE_ID_LEN;
+	if (mdb_get(txn, dbi, &key, &orig) == 0 && orig.mv_size <= len) {
+		hlen = len - orig.mv_size;
+		p = evbuffer_pullup(body, -1);
+		if (p != NULL && memcmp(p + hlen, orig.mv_data,
+		    orig.mv_size) == 0) {
+			key.mv_size = sizeof(hkey);
+			key.mv_data = hkey;
+			head.mv_size = hlen;
+			head.mv_data = (void *)p;
+			return mdb_put(txn, dbi, &key, &head, 0);
+		}
+	}
+	key.mv_size = sizeof(hkey);
+	key.mv_data = hkey;
+	if ((rc = mdb_del(txn, dbi, &key, NULL)) != 0 && rc != MDB_NOTFOUND)
+		return rc;
+	return queue_put_body(q, txn, qid, QUEUE_ID_LEN, body);
+}
+
+/* queue_get_body - qid's message bytes (prepared head, if any, and body)
+ * appended to buf, inside txn */
+static int
+queue_get_body(struct store *st, MDB_txn *txn, const char *qid,
+    struct evbuffer *buf)
+{
+	unsigned char hkey[QUEUE_HEAD_KEY_LEN];
+	MDB_dbi dbi = store_dbi(st, DB_BODIES);
+	MDB_val key, head, val;
+	int rc;
+
+	queue_head_key(hkey, qid);
+	key.mv_size = sizeof(hkey);
+	key.mv_data = hkey;
+	if ((rc = mdb_get(txn, dbi, &key, &head)) != 0 && rc != MDB_NOTFOUND)
+		return -1;
+	key.mv_size = QUEUE_ID_LEN;
+	key.mv_data = (void *)qid;
+	if (mdb_get(txn, dbi, &key, &val) != 0)
+		return -1;
+	if (rc == 0 && evbuffer_add(buf, head.mv_data, head.mv_size) != 0)
+		return -1;
+	return evbuffer_add(buf, val.mv_data, val.mv_size);
+}
+
 /* queue_write_prepared - a message's prepared bytes and stage, inside
  * txn; a message already prepared (or gone) is left alone */
 static int
@@ -714,7 +788,7 @@ queue_write_prepared(struct queue *q, MDB_txn *txn, struct queue_req *r,
 		return 0;
 	}
 	if (r->body != NULL) {
-		rc = queue_put_body(q, txn, r->qid, QUEUE_ID_LEN, r->body);
+		rc = queue_put_prepared(q, txn, r->qid, r->body);
 		json_object_set_new(msg, "prepared_size", json_integer(
 		    (json_int_t)evbuffer_get_length(r->body)));
 	}
@@ -1189,18 +1263,13 @@ int
 queue_body_get(struct store *st, const char *qid, struct evbuffer *buf)
 {
 	MDB_txn *txn;
-	MDB_val key, val;
-	int ret = -1;
+	int ret;
 
 	if (queue_id_valid(qid) != 0)
 		return -1;
 	if (mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn) != 0)
 		return -1;
-	key.mv_size = QUEUE_ID_LEN;
-	key.mv_data = (void *)qid;
-	if (mdb_get(txn, store_dbi(st, DB_BODIES), &key, &val) == 0 &&
-	    evbuffer_add(buf, val.mv_data, val.mv_size) == 0)
-		ret = 0;
+	ret = queue_get_body(st, txn, qid, buf);
 	mdb_txn_abort(txn);
 	return ret;
 }
@@ -1234,7 +1303,6 @@ json_t *
 queue_load(struct store *st, const char *qid, struct evbuffer *body)
 {
 	MDB_txn *txn;
-	MDB_val key, val;
 	json_t *msg;
 
 	if (queue_id_valid(qid) != 0)
@@ -1250,10 +1318,7 @@ queue_load(struct store *st, const char *qid, struct evbuffer *body)
 	if (msg != NULL) {
 		json_object_set_new(msg, "recipients",
 		    queue_rcpts_json(st, txn, qid));
-		key.mv_size = QUEUE_ID_LEN;
-		key.mv_data = (void *)qid;
-		if (mdb_get(txn, store_dbi(st, DB_BODIES), &key, &val) != 0 ||
-		    evbuffer_add(body, val.mv_data, val.mv_size) != 0) {
+		if (queue_get_body(st, txn, qid, body) != 0) {
 			json_decref(msg);
 			msg = NULL;
 		}
@@ -1397,7 +1462,7 @@ queue_delete(struct store *st, const char *qid, char **err_r)
 	MDB_txn *txn;
 	MDB_val key;
 	json_t *msg, **recs;
-	unsigned char rkey[QUEUE_RCPT_KEY_LEN];
+	unsigned char rkey[QUEUE_RCPT_KEY_LEN], hkey[QUEUE_HEAD_KEY_LEN];
 	int64_t old;
 	size_t n, i;
 	int rc;
@@ -1445,6 +1510,12 @@ queue_delete(struct store *st, const char *qid, char **err_r)
 	if (rc == 0)
 		rc = queue_resched(txn, store_dbi(st, DB_SCHEDULE), qid, old,
 		    -1);
+	queue_head_key(hkey, qid);
+	key.mv_size = sizeof(hkey);
+	key.mv_data = hkey;
+	if (rc == 0 && (rc = mdb_del(txn, store_dbi(st, DB_BODIES), &key,
+	    NULL)) == MDB_NOTFOUND)
+		rc = 0;
 	key.mv_size = QUEUE_ID_LEN;
 	key.mv_data = (void *)qid;
 	if (rc == 0 && (rc = mdb_del(txn, store_dbi(st, DB_BODIES), &key,

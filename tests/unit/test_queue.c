@@ -254,6 +254,112 @@ START_TEST(test_submit_show)
 }
 END_TEST
 
+/* body_str - qid's stored message bytes (queue_body_get, queue_load) as a
+ * string; both must agree */
+static char *
+body_str(const char *qid)
+{
+	struct evbuffer *b = evbuffer_new(), *b2 = evbuffer_new();
+	json_t *m;
+	size_t len;
+	char *s;
+
+	ck_assert_int_eq(queue_body_get(st, qid, b), 0);
+	ck_assert_ptr_nonnull(m = queue_load(st, qid, b2));
+	json_decref(m);
+	len = evbuffer_get_length(b);
+	ck_assert_uint_eq(len, evbuffer_get_length(b2));
+	ck_assert(memcmp(evbuffer_pullup(b, -1), evbuffer_pullup(b2, -1),
+	    len) == 0);
+	s = xmalloc(len + 1);
+	evbuffer_remove(b, s, len);
+	s[len] = '\0';
+	evbuffer_free(b);
+	evbuffer_free(b2);
+	return s;
+}
+
+/* set_prepared - store body as qid's prepared bytes, wait for it */
+static void
+set_prepared(const char *qid, const char *body)
+{
+	struct evbuffer *b = evbuffer_new();
+	struct result res;
+	int counter = 0;
+
+	evbuffer_add(b, body, strlen(body));
+	memset(&res, 0, sizeof(res));
+	res.counter = &counter;
+	queue_set_prepared(q, qid, b, NULL, NULL, 0, done_cb, &res);
+	run_until(&counter, 1);
+	ck_assert_int_eq(res.status, 0);
+	evbuffer_free(b);
+}
+
+/* prepared bytes that only add header lines in front are stored as those
+ * lines; any other change as the whole message; readers see the same */
+START_TEST(test_prepared_head)
+{
+	struct result res[2];
+	char qids[2][QUEUE_ID_LEN + 1], *s, *want;
+	int counter = 0;
+	MDB_txn *txn;
+	MDB_val key, val;
+	unsigned char hkey[QUEUE_ID_LEN + 1];
+
+	submit(rc1, 1, 3000, 'x', &res[0], &counter, qids[0]);
+	submit(rc1, 1, 3000, 'y', &res[1], &counter, qids[1]);
+	run_until(&counter, 2);
+
+	/* signed: head + the received bytes */
+	s = body_str(qids[0]);
+	want = xasprintf("DKIM-Signature: v=1; b=abc\r\n%s", s);
+	free(s);
+	set_prepared(qids[0], want);
+	s = body_str(qids[0]);
+	ck_assert_str_eq(s, want);
+	free(s);
+	/* what is stored: the head alone, and the received bytes unchanged */
+	ck_assert_int_eq(mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn),
+	    0);
+	memcpy(hkey, qids[0], QUEUE_ID_LEN);
+	hkey[QUEUE_ID_LEN] = '>';
+	key.mv_size = sizeof(hkey);
+	key.mv_data = hkey;
+	ck_assert_int_eq(mdb_get(txn, store_dbi(st, DB_BODIES), &key, &val), 0);
+	ck_assert_uint_eq(val.mv_size, strlen("DKIM-Signature: v=1; b=abc\r\n"));
+	key.mv_size = QUEUE_ID_LEN;
+	key.mv_data = qids[0];
+	ck_assert_int_eq(mdb_get(txn, store_dbi(st, DB_BODIES), &key, &val), 0);
+	ck_assert_uint_eq(val.mv_size, 3000);
+	mdb_txn_abort(txn);
+	/* a second prepare of a prepared message changes nothing */
+	set_prepared(qids[0], "X-Other: 1\r\n");
+	s = body_str(qids[0]);
+	ck_assert_str_eq(s, want);
+	free(s);
+	free(want);
+
+	/* rewritten (e.g. tracking): the whole message is replaced */
+	want = xstrdup("Subject: rewritten\r\n\r\nnew body\r\n");
+	set_prepared(qids[1], want);
+	s = body_str(qids[1]);
+	ck_assert_str_eq(s, want);
+	free(s);
+	free(want);
+
+	/* delete removes the head too */
+	ck_assert_int_eq(queue_delete(st, qids[0], &s), 0);
+	ck_assert_int_eq(mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn),
+	    0);
+	key.mv_size = sizeof(hkey);
+	key.mv_data = hkey;
+	ck_assert_int_eq(mdb_get(txn, store_dbi(st, DB_BODIES), &key, &val),
+	    MDB_NOTFOUND);
+	mdb_txn_abort(txn);
+}
+END_TEST
+
 START_TEST(test_group_commit)
 {
 	struct result *res = xcalloc(200, sizeof(*res));
@@ -472,6 +578,7 @@ queue_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_submit_show);
+	tcase_add_test(tc, test_prepared_head);
 	tcase_add_test(tc, test_group_commit);
 	tcase_add_test(tc, test_unbatched_concurrency);
 	tcase_add_test(tc, test_many_rcpts);
