@@ -1454,6 +1454,11 @@ http_api_start(char **err_r)
 			evhttp_set_max_body_size(srv->http,
 			    (ev_ssize_t)env->conf->http_max_body);
 			evhttp_set_timeout(srv->http, HTTP_TIMEOUT_SECS);
+			/* an oversized body is read (and dropped) before the
+			 * 413, so a client still sending it gets the answer
+			 * rather than a reset; the timeout bounds the read */
+			evhttp_set_flags(srv->http,
+			    EVHTTP_SERVER_LINGERING_CLOSE);
 			evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET |
 			    EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
 			    EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
