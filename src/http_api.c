@@ -728,11 +728,8 @@ http_queued(void *arg, int status, const char *qid, const char *err)
 	int dup = status == -1 && err != NULL &&
 	    strcmp(err, "duplicate record") == 0;
 
-	if (status == 0) {
+	if (status == 0)
 		metrics_count_accepted(METRICS_LISTENER_HTTP);
-		/* signing waits while mail keeps arriving (worker.c) */
-		worker_bulk_hold(100);
-	}
 	for (pp = &http_ops; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == op) {
 			*pp = op->next;

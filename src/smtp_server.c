@@ -88,7 +88,6 @@
 #define SMTP_HELO_MAX		255
 #define SMTP_IPTAB		1024
 #define SMTP_AUTH_WINDOW	60		/* seconds of failure memory */
-#define SMTP_BULK_HOLD_MS	100		/* see worker_bulk_hold() */
 
 enum smtp_state {
 	S_NEW,			/* just accepted */
@@ -1563,8 +1562,6 @@ smtp_queued(void *arg, int status, const char *qid, const char *err)
 		evbuffer_add_printf(smtp_out(s),
 		    "250 2.0.0 Ok: queued as %s\r\n", qid);
 		metrics_count_accepted((enum metrics_listener)s->listener);
-		/* signing waits while mail keeps arriving (worker.c) */
-		worker_bulk_hold(SMTP_BULK_HOLD_MS);
 	} else {
 		log_warn("sid=%s event=queue-error err=\"%s\"", s->sid,
 		    err ? err : "?");

@@ -26,10 +26,6 @@ void worker_run_bulk(worker_fn fn, void *arg, worker_fn done);
 /* worker_shutdown - let both pools finish the jobs queued (owners cancel
  * theirs first, so those return at once), join the threads and run the
  * remaining done callbacks on the calling (main) thread */
-/* worker_bulk_hold - mail is arriving: for the next ms milliseconds the
- * bulk pool runs only at idle priority (jobs older than a few seconds
- * excepted) */
-void worker_bulk_hold(unsigned ms);
 void worker_shutdown(void);
 
 #endif
