@@ -717,7 +717,7 @@ dkim_sign_hlist(const struct dkim_msg *m, int with_dkim)
 }
 
 char *
-dkim_sign_one(EVP_PKEY *pk, int alg, const struct dkim_msg *m,
+dkim_sign_one(EVP_PKEY *pk, int alg, struct dkim_msg *m,
     const char *name, const char *prefix, const char *d, const char *s,
     const char *hlist, const char **err_r)
 {
@@ -727,7 +727,12 @@ dkim_sign_one(EVP_PKEY *pk, int alg, const struct dkim_msg *m,
 	size_t siglen, col;
 	char *bh64, tbuf[32];
 
-	dkim_body_hash(DKIM_C_RELAXED, m->body, m->bodylen, bh);
+	/* the RSA and Ed25519 signatures of one message share it */
+	if (!m->bh_done) {
+		dkim_body_hash(DKIM_C_RELAXED, m->body, m->bodylen, m->bh);
+		m->bh_done = 1;
+	}
+	memcpy(bh, m->bh, sizeof(bh));
 	bh64 = util_b64_encode(bh, sizeof(bh));
 	snprintf(tbuf, sizeof(tbuf), "%lld", (long long)time(NULL));
 

@@ -42,6 +42,8 @@ struct dkim_msg {
 	size_t		 nhdrs;
 	const char	*body;
 	size_t		 bodylen;
+	int		 bh_done;	/* bh holds the relaxed body hash */
+	unsigned char	 bh[32];	/* (dkim_sign_one, once per parse) */
 };
 
 /* growable byte buffer */
@@ -101,7 +103,7 @@ int dkim_verify_digest(EVP_PKEY *, int alg, const unsigned char dg[32],
  * relaxed/relaxed; d=; s=; t=; h=; bh=; b=" (folded, CRLF-ended) over m
  * with hlist (colon-separated, as it goes into h=). prefix: "v=1" for
  * DKIM, "i=N" for ARC-Message-Signature. NULL + *err_r (static). */
-char *dkim_sign_one(EVP_PKEY *, int alg, const struct dkim_msg *m,
+char *dkim_sign_one(EVP_PKEY *, int alg, struct dkim_msg *m,
     const char *name, const char *prefix, const char *d, const char *s,
     const char *hlist, const char **err_r);
 /* dkim_fold_b64 - append base64 of sig to out, folded with CRLF TAB */
