@@ -90,6 +90,7 @@ struct queue_req {
 	void			(*exec_free)(void *);
 	void			*exec_arg;
 	size_t			 size;
+	uint64_t		 enq_ms;	/* util_now_ms() at enqueue */
 	int64_t			 received_at;
 	queue_done_cb		 cb;
 	void			*arg;
@@ -109,6 +110,8 @@ struct queue {
 	pthread_mutex_t		 mtx;
 	pthread_cond_t		 cond;
 	struct queue_reqs	 pending;	/* mtx */
+	size_t			 npending;	/* mtx */
+	size_t			 nurgent;	/* mtx: someone waits on these */
 	struct queue_reqs	 done;		/* mtx */
 	int			 stopping;	/* mtx */
 	uint64_t		 commits;	/* mtx */
@@ -190,6 +193,15 @@ queue_id_valid(const char *s)
 	return 0;
 }
 
+/* queue_req_urgent - 1 when someone waits for this request's commit (a
+ * client for its 250, an admin action); prepared bodies and delivery
+ * results are background work */
+static int
+queue_req_urgent(const struct queue_req *r)
+{
+	return r->kind == QUEUE_REQ_SUBMIT || r->kind == QUEUE_REQ_EXEC;
+}
+
 /* queue_req_free - release a request (main thread) */
 static void
 queue_req_free(struct queue_req *r)
@@ -238,9 +250,14 @@ queue_new(struct store *store, struct event_base *base)
 	q->base = base;
 	TAILQ_INIT(&q->pending);
 	TAILQ_INIT(&q->done);
-	if (pthread_mutex_init(&q->mtx, NULL) != 0 ||
-	    pthread_cond_init(&q->cond, NULL) != 0)
+	pthread_condattr_t ca;
+
+	if (pthread_condattr_init(&ca) != 0 ||
+	    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+	    pthread_mutex_init(&q->mtx, NULL) != 0 ||
+	    pthread_cond_init(&q->cond, &ca) != 0)
 		fatalx("queue_new: pthread init failed");
+	pthread_condattr_destroy(&ca);
 	q->ev_done = event_new(base, -1, 0, queue_done, q);
 	if (q->ev_done == NULL)
 		fatalx("queue_new: event_new failed");
@@ -276,11 +293,19 @@ queue_free(struct queue *q)
 static struct queue_req *
 queue_enqueue(struct queue *q, struct queue_req *r, const char *what)
 {
+	int urgent = queue_req_urgent(r);
+
+	r->enq_ms = util_now_ms();
 	pthread_mutex_lock(&q->mtx);
 	if (q->stopping)
 		fatalx("%s: queue is stopping", what);
 	TAILQ_INSERT_TAIL(&q->pending, r, entry);
-	pthread_cond_signal(&q->cond);
+	q->npending++;
+	q->nurgent += urgent;
+	/* the writer waits for a first request, and lingers over
+	 * background ones until an urgent one or enough of them come */
+	if (urgent || q->npending == 1 || q->npending >= QUEUE_LINGER_REQS)
+		pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->mtx);
 	return r;
 }
@@ -1041,8 +1066,9 @@ queue_writer(void *arg)
 	struct queue *q = arg;
 	struct queue_req **batch;
 	struct queue_req *r;
+	struct timespec ts;
 	size_t n, bytes, i;
-	uint64_t t0;
+	uint64_t t0, now, until;
 
 	batch = xcalloc(QUEUE_BATCH_MAX_REQS, sizeof(*batch));
 	pthread_mutex_lock(&q->mtx);
@@ -1051,11 +1077,29 @@ queue_writer(void *arg)
 			pthread_cond_wait(&q->cond, &q->mtx);
 		if (TAILQ_EMPTY(&q->pending))
 			break;		/* stopping and drained */
+		/* only background work: let more of it gather, so that a
+		 * stream of delivery results and prepared bodies shares
+		 * commits (and syncs) instead of taking one each */
+		while (!q->stopping && q->nurgent == 0 &&
+		    q->npending < QUEUE_LINGER_REQS) {
+			now = util_now_ms();
+			until = TAILQ_FIRST(&q->pending)->enq_ms +
+			    QUEUE_LINGER_MS;
+			if (now >= until)
+				break;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_nsec += (long)(until - now) * 1000000;
+			ts.tv_sec += ts.tv_nsec / 1000000000;
+			ts.tv_nsec %= 1000000000;
+			pthread_cond_timedwait(&q->cond, &q->mtx, &ts);
+		}
 		n = bytes = 0;
 		while ((r = TAILQ_FIRST(&q->pending)) != NULL &&
 		    n < QUEUE_BATCH_MAX_REQS &&
 		    (n == 0 || bytes + r->size <= QUEUE_BATCH_MAX_BYTES)) {
 			TAILQ_REMOVE(&q->pending, r, entry);
+			q->npending--;
+			q->nurgent -= queue_req_urgent(r);
 			batch[n++] = r;
 			bytes += r->size;
 		}

@@ -213,5 +213,10 @@ struct queue_req *queue_exec(struct queue *, queue_exec_fn fn,
  * or body bytes, whichever comes first (always at least one request). */
 #define QUEUE_BATCH_MAX_REQS	256
 #define QUEUE_BATCH_MAX_BYTES	(64UL * 1024 * 1024)
+/* background requests (delivery results, prepared bodies) wait up to this
+ * long, or until this many are pending, for company in one commit; a new
+ * message or queue_exec() is committed at once, with what is pending */
+#define QUEUE_LINGER_MS		5
+#define QUEUE_LINGER_REQS	64
 
 #endif

@@ -360,6 +360,57 @@ START_TEST(test_prepared_head)
 }
 END_TEST
 
+/* delivery results are background work: alone, one waits QUEUE_LINGER_MS
+ * for company; a burst of them shares commits; each is applied */
+START_TEST(test_linger)
+{
+	struct queue_rcpt_update u;
+	struct result res[21];
+	char qid[QUEUE_ID_LEN + 1];
+	int counter = 0, i;
+	uint64_t t0, c0, c1;
+	json_t *m;
+
+	submit(rc1, 1, 100, 'l', &res[0], &counter, qid);
+	run_until(&counter, 1);
+	memset(&u, 0, sizeof(u));
+	u.idx = 0;
+	u.status = "deferred";
+	u.count_attempt = 1;
+	u.code = 451;
+	u.enhanced = "4.4.1";
+	u.text = "try later";
+	u.next_attempt = util_now() + 600;
+
+	counter = 0;
+	memset(&res[1], 0, sizeof(res[1]));
+	res[1].counter = &counter;
+	t0 = util_now_ms();
+	queue_update(q, qid, &u, 1, done_cb, &res[1]);
+	run_until(&counter, 1);
+	ck_assert_int_eq(res[1].status, 0);
+	ck_assert_uint_ge(util_now_ms() - t0, QUEUE_LINGER_MS);
+
+	counter = 0;
+	queue_stats(q, &c0, NULL);
+	for (i = 1; i <= 20; i++) {
+		memset(&res[i], 0, sizeof(res[i]));
+		res[i].counter = &counter;
+		queue_update(q, qid, &u, 1, done_cb, &res[i]);
+	}
+	run_until(&counter, 20);
+	queue_stats(q, &c1, NULL);
+	for (i = 1; i <= 20; i++)
+		ck_assert_int_eq(res[i].status, 0);
+	/* one commit, two if this thread was descheduled in between */
+	ck_assert_uint_le(c1 - c0, 2);
+	m = queue_show_json(st, qid);
+	ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(
+	    json_object_get(m, "recipients"), 0), "attempts")), 21);
+	json_decref(m);
+}
+END_TEST
+
 START_TEST(test_group_commit)
 {
 	struct result *res = xcalloc(200, sizeof(*res));
@@ -579,6 +630,7 @@ queue_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_submit_show);
 	tcase_add_test(tc, test_prepared_head);
+	tcase_add_test(tc, test_linger);
 	tcase_add_test(tc, test_group_commit);
 	tcase_add_test(tc, test_unbatched_concurrency);
 	tcase_add_test(tc, test_many_rcpts);
