@@ -66,9 +66,6 @@ bench_start "$P_RELAY"
 
 bench_tenant
 
-sink_count() {
-	tr '\r' '\n' < "$W/sink.out" | grep -oE 'mesg=[0-9]+' | tail -1 | cut -d= -f2
-}
 
 T0=$(date +%s.%N)
 smtp-source -s "$CONC" -m "$N" -l "$SIZE" -f "sender@$DOMAIN" -t rcpt@dest.test \
