@@ -135,6 +135,8 @@ static const struct conf_key conf_keys[] = {
 	{ "listen_metrics", CONF_LISTEN, NULL, OFF(listen_metrics), 0, 0, 0 },
 	{ "event_retention", CONF_DURATION, "30d", OFF(event_retention), 60,
 	    3650 * DAY, 0 },
+	{ "message_retention", CONF_DURATION, "30d", OFF(message_retention),
+	    60, 3650 * DAY, 0 },
 	{ "webhook_ca_file", CONF_STRING, NULL, OFF(webhook_ca_file), 0, 0, 0 },
 	{ "unsubscribe_base_url", CONF_STRING, NULL, OFF(unsubscribe_base_url),
 	    0, 0, 0 },

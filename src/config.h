@@ -76,6 +76,7 @@ struct petrel_conf {
 	struct conf_listen listen_metrics;	/* off; GET /metrics, no auth */
 	/* events and webhooks (events.c, webhook.c) */
 	long		 event_retention;	/* seconds, 30d */
+	long		 message_retention;	/* seconds, 30d */
 	char		*webhook_ca_file;	/* NULL = system CAs */
 	/* RFC 8058 one-click unsubscribe (unsub.c) */
 	char		*unsubscribe_base_url;	/* https://HOST[:PORT]; NULL:

@@ -467,6 +467,7 @@ reload(void)
 	}
 	env->conf = nc;
 	log_set_level(nc->log_level);
+	queue_set_retention(env->queue, nc->message_retention);
 	config_free(oc);
 	free(oc);
 	log_info("event=reload status=ok conf=%s", nc->path);
@@ -691,6 +692,7 @@ main(int argc, char *argv[])
 		die("event=start status=error reason=\"delivery: %s\"",
 		    unquote(err));
 	/* events: retention pruning and the webhook dispatcher */
+	queue_set_retention(env->queue, env->conf->message_retention);
 	events_start(env->base, env->queue, env->store,
 	    env->conf->event_retention);
 	if (webhook_start(env->base, env->queue, env->store, dns,

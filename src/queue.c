@@ -43,6 +43,7 @@
 #include "queue.h"
 #include "store.h"
 #include "suppress.h"
+#include "tracking.h"
 #include "util.h"
 
 /* Crockford base32: ASCII order equals numeric order */
@@ -106,6 +107,9 @@ struct queue {
 	struct store		*store;
 	struct event_base	*base;
 	struct event		*ev_done;
+	struct event		*ev_prune;	/* retention timer */
+	long			 retention;	/* seconds; main thread */
+	int			 prune_busy;	/* main thread */
 	pthread_t		 thread;
 	pthread_mutex_t		 mtx;
 	pthread_cond_t		 cond;
@@ -127,6 +131,8 @@ struct queue {
 static void *queue_writer(void *);
 static void queue_done(evutil_socket_t, short, void *);
 static json_t *queue_get_json(MDB_txn *, MDB_dbi, const void *, size_t);
+static int queue_del_bodies(struct store *, MDB_txn *, const char *,
+    size_t);
 
 /* queue_wall_ms - wall-clock milliseconds since the epoch */
 static uint64_t
@@ -275,6 +281,9 @@ queue_free(struct queue *q)
 {
 	if (q == NULL)
 		return;
+	if (q->ev_prune != NULL)
+		event_free(q->ev_prune);
+	q->ev_prune = NULL;	/* a prune still queued finishes below */
 	pthread_mutex_lock(&q->mtx);
 	q->stopping = 1;
 	pthread_cond_signal(&q->cond);
@@ -684,9 +693,14 @@ queue_write_update(struct queue *q, MDB_txn *txn, struct queue_req *r,
 	    new)) != 0)
 		goto fail;
 	if (new < 0 && old >= 0) {
+		/* every recipient is final: nothing will send the bytes
+		 * again (a DSN is made from the copy in memory), so they go
+		 * now, as a Postfix queue file would; the records stay */
 		json_object_set_new(msg, "stage", json_string("done"));
 		rc = queue_put_json(txn, store_dbi(st, DB_MESSAGES), r->qid,
 		    QUEUE_ID_LEN, msg, 0);
+		if (rc == 0)
+			rc = queue_del_bodies(st, txn, r->qid, n);
 	}
 fail:
 	for (i = 0; i < n; i++)
@@ -726,6 +740,39 @@ queue_head_key(unsigned char key[QUEUE_HEAD_KEY_LEN], const char *qid)
 {
 	memcpy(key, qid, QUEUE_ID_LEN);
 	key[QUEUE_ID_LEN] = QUEUE_HEAD_MARK;
+}
+
+/* queue_del_bodies - every stored byte of qid's message (as received or
+ * prepared, the prepared head, the copies of recipients 0..nrcpts-1),
+ * inside txn; what is not there is no error */
+static int
+queue_del_bodies(struct store *st, MDB_txn *txn, const char *qid,
+    size_t nrcpts)
+{
+	unsigned char key[QUEUE_RCPT_KEY_LEN];
+	MDB_dbi dbi = store_dbi(st, DB_BODIES);
+	MDB_val k;
+	size_t i;
+	int rc;
+
+	memcpy(key, qid, QUEUE_ID_LEN);
+	k.mv_data = key;
+	for (i = 0; i < nrcpts; i++) {
+		key[QUEUE_ID_LEN] = (unsigned char)(i >> 8);
+		key[QUEUE_ID_LEN + 1] = (unsigned char)(i & 0xff);
+		k.mv_size = QUEUE_RCPT_KEY_LEN;
+		if ((rc = mdb_del(txn, dbi, &k, NULL)) != 0 &&
+		    rc != MDB_NOTFOUND)
+			return rc;
+	}
+	key[QUEUE_ID_LEN] = QUEUE_HEAD_MARK;
+	k.mv_size = QUEUE_HEAD_KEY_LEN;
+	if ((rc = mdb_del(txn, dbi, &k, NULL)) != 0 && rc != MDB_NOTFOUND)
+		return rc;
+	k.mv_size = QUEUE_ID_LEN;
+	if ((rc = mdb_del(txn, dbi, &k, NULL)) != 0 && rc != MDB_NOTFOUND)
+		return rc;
+	return 0;
 }
 
 /* queue_put_prepared - store the prepared message body: when it is the
@@ -1500,34 +1547,23 @@ fail:
 	return -1;
 }
 
-int
-queue_delete(struct store *st, const char *qid, char **err_r)
+/* queue_delete_txn - every record of qid inside txn: recipients, schedule
+ * entry, bodies, tracked links, message. MDB_NOTFOUND when there is no
+ * such message. */
+static int
+queue_delete_txn(struct store *st, MDB_txn *txn, const char *qid)
 {
-	MDB_txn *txn;
 	MDB_val key;
 	json_t *msg, **recs;
-	unsigned char rkey[QUEUE_RCPT_KEY_LEN], hkey[QUEUE_HEAD_KEY_LEN];
+	unsigned char rkey[QUEUE_RCPT_KEY_LEN];
 	int64_t old;
 	size_t n, i;
 	int rc;
 
-	*err_r = NULL;
-	if (queue_id_valid(qid) != 0) {
-		*err_r = xstrdup("invalid queue id");
-		return -1;
-	}
-	if ((rc = mdb_txn_begin(store_env(st), NULL, 0, &txn)) != 0) {
-		*err_r = xasprintf("cannot write the queue: %s",
-		    mdb_strerror(rc));
-		return -1;
-	}
 	msg = queue_get_json(txn, store_dbi(st, DB_MESSAGES), qid,
 	    QUEUE_ID_LEN);
-	if (msg == NULL) {
-		mdb_txn_abort(txn);
-		*err_r = xasprintf("no such message: %s", qid);
-		return -1;
-	}
+	if (msg == NULL)
+		return MDB_NOTFOUND;
 	n = QUEUE_RCPTS_MAX;
 	recs = xcalloc(n, sizeof(*recs));
 	rc = queue_rcpts_load(txn, store_dbi(st, DB_RCPTS), qid, recs, n);
@@ -1544,29 +1580,46 @@ queue_delete(struct store *st, const char *qid, char **err_r)
 		key.mv_size = sizeof(rkey);
 		key.mv_data = rkey;
 		rc = mdb_del(txn, store_dbi(st, DB_RCPTS), &key, NULL);
-		/* a prepared per-recipient copy, if any */
-		if (rc == 0 && (rc = mdb_del(txn, store_dbi(st, DB_BODIES),
-		    &key, NULL)) == MDB_NOTFOUND)
-			rc = 0;
 	}
 	free(recs);
+	n = (size_t)json_integer_value(json_object_get(msg, "nrcpts"));
 	json_decref(msg);
 	if (rc == 0)
 		rc = queue_resched(txn, store_dbi(st, DB_SCHEDULE), qid, old,
 		    -1);
-	queue_head_key(hkey, qid);
-	key.mv_size = sizeof(hkey);
-	key.mv_data = hkey;
-	if (rc == 0 && (rc = mdb_del(txn, store_dbi(st, DB_BODIES), &key,
-	    NULL)) == MDB_NOTFOUND)
-		rc = 0;
+	if (rc == 0)
+		rc = queue_del_bodies(st, txn, qid,
+		    n > QUEUE_RCPTS_MAX ? QUEUE_RCPTS_MAX : n);
+	if (rc == 0)
+		rc = tracking_del_txn(txn, st, qid);
 	key.mv_size = QUEUE_ID_LEN;
 	key.mv_data = (void *)qid;
-	if (rc == 0 && (rc = mdb_del(txn, store_dbi(st, DB_BODIES), &key,
-	    NULL)) == MDB_NOTFOUND)
-		rc = 0;
 	if (rc == 0)
 		rc = mdb_del(txn, store_dbi(st, DB_MESSAGES), &key, NULL);
+	return rc;
+}
+
+int
+queue_delete(struct store *st, const char *qid, char **err_r)
+{
+	MDB_txn *txn;
+	int rc;
+
+	*err_r = NULL;
+	if (queue_id_valid(qid) != 0) {
+		*err_r = xstrdup("invalid queue id");
+		return -1;
+	}
+	if ((rc = mdb_txn_begin(store_env(st), NULL, 0, &txn)) != 0) {
+		*err_r = xasprintf("cannot write the queue: %s",
+		    mdb_strerror(rc));
+		return -1;
+	}
+	if ((rc = queue_delete_txn(st, txn, qid)) == MDB_NOTFOUND) {
+		mdb_txn_abort(txn);
+		*err_r = xasprintf("no such message: %s", qid);
+		return -1;
+	}
 	if (rc != 0) {
 		mdb_txn_abort(txn);
 		*err_r = xasprintf("cannot delete %s: %s", qid,
@@ -1579,4 +1632,137 @@ queue_delete(struct store *st, const char *qid, char **err_r)
 		return -1;
 	}
 	return 0;
+}
+
+/* Retention: a message whose recipients are all final keeps its records
+ * (message show, tracking) for message_retention after it was received;
+ * its bytes went when it was done (queue_write_update). */
+
+struct queue_prune {
+	struct queue	*q;
+	int64_t		 cutoff;	/* unix seconds: received before goes */
+	uint64_t	 deleted;	/* set by the writer */
+	int		 more;		/* the batch was full */
+};
+
+/* queue_prune_fn - writer: delete up to QUEUE_PRUNE_BATCH done messages
+ * received before the cutoff (ids are in time order: stop at the first
+ * newer one) */
+static int
+queue_prune_fn(MDB_txn *txn, struct store *st, void *arg)
+{
+	struct queue_prune *p = arg;
+	char (*qids)[QUEUE_ID_LEN + 1];
+	MDB_cursor *cur;
+	MDB_val key, val;
+	const char *stage;
+	json_t *msg;
+	size_t n = 0, i;
+	int rc;
+
+	p->deleted = 0;
+	p->more = 0;
+	if ((rc = mdb_cursor_open(txn, store_dbi(st, DB_MESSAGES), &cur)) != 0)
+		return rc;
+	qids = xcalloc(QUEUE_PRUNE_BATCH, sizeof(*qids));
+	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+		if (key.mv_size != QUEUE_ID_LEN ||
+		    (msg = json_loadb(val.mv_data, val.mv_size, 0, NULL)) ==
+		    NULL)
+			continue;
+		if (json_integer_value(json_object_get(msg, "received_at")) >=
+		    p->cutoff) {
+			json_decref(msg);
+			break;
+		}
+		stage = json_string_value(json_object_get(msg, "stage"));
+		if (stage != NULL && strcmp(stage, "done") == 0) {
+			if (n == QUEUE_PRUNE_BATCH) {
+				p->more = 1;
+				json_decref(msg);
+				break;
+			}
+			memcpy(qids[n], key.mv_data, QUEUE_ID_LEN);
+			qids[n++][QUEUE_ID_LEN] = '\0';
+		}
+		json_decref(msg);
+	}
+	mdb_cursor_close(cur);
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	for (i = 0; i < n && rc == 0; i++)
+		if ((rc = queue_delete_txn(st, txn, qids[i])) == 0)
+			p->deleted++;
+	free(qids);
+	return rc;
+}
+
+static void queue_prune_arm(struct queue *, int);
+
+/* queue_prune_done - main loop: log, go on while there is more */
+static void
+queue_prune_done(void *arg, int status, const char *qid, const char *err)
+{
+	struct queue_prune *p = arg;
+	struct queue *q = p->q;
+
+	(void)qid;
+	q->prune_busy = 0;
+	if (status != 0) {
+		log_warn("event=queue_prune status=failed reason=\"%s\"",
+		    err ? err : "?");
+		queue_prune_arm(q, QUEUE_PRUNE_INTERVAL);
+		return;
+	}
+	if (p->deleted > 0)
+		log_info("event=queue_pruned deleted=%llu retention=%lds",
+		    (unsigned long long)p->deleted, q->retention);
+	queue_prune_arm(q, p->more ? 0 : QUEUE_PRUNE_INTERVAL);
+}
+
+/* queue_prune_cb - timer: start one prune batch */
+static void
+queue_prune_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct queue *q = arg;
+	struct queue_prune *p;
+
+	(void)fd;
+	(void)what;
+	if (q->prune_busy)
+		return;
+	p = xcalloc(1, sizeof(*p));
+	p->q = q;
+	p->cutoff = util_now() - q->retention;
+	q->prune_busy = 1;
+	queue_exec(q, queue_prune_fn, free, p, queue_prune_done, p);
+}
+
+/* queue_prune_arm - next prune run in secs */
+static void
+queue_prune_arm(struct queue *q, int secs)
+{
+	struct timeval tv = { secs, 0 };
+
+	if (q->ev_prune != NULL)
+		evtimer_add(q->ev_prune, &tv);
+}
+
+void
+queue_set_retention(struct queue *q, long secs)
+{
+	q->retention = secs;
+	if (q->ev_prune == NULL) {
+		if ((q->ev_prune = evtimer_new(q->base, queue_prune_cb, q)) ==
+		    NULL)
+			fatalx("queue: evtimer_new failed");
+		queue_prune_arm(q, 10);
+	}
+}
+
+void
+queue_prune_now(struct queue *q)
+{
+	queue_prune_arm(q, 0);
 }

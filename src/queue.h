@@ -174,6 +174,16 @@ long queue_flush(struct store *, char **err_r);
  * or on error. A delivery in progress finds it gone and stops. */
 int queue_delete(struct store *, const char *qid, char **err_r);
 
+/* queue_set_retention - done messages (every recipient final; their bytes
+ * are dropped at that point) keep their records secs after they were
+ * received, then go with their tracked links; pruned by the loop's timer,
+ * QUEUE_PRUNE_BATCH a write, hourly. The first call arms the timer. */
+#define QUEUE_PRUNE_BATCH	1000
+#define QUEUE_PRUNE_INTERVAL	3600
+void queue_set_retention(struct queue *, long secs);
+/* queue_prune_now - run the prune at the next loop pass (tests, reload) */
+void queue_prune_now(struct queue *);
+
 /*
  * Prepare stage (prepare.c, run by deliver.c before the first attempt).
  *

@@ -1080,6 +1080,20 @@ struct trk_rec {
 	char	*val;
 };
 
+int
+tracking_del_txn(MDB_txn *txn, struct store *st, const char *qid)
+{
+	char key[TRK_REC_KEY_LEN + 1];
+	MDB_val k = { TRK_REC_KEY_LEN, key };
+	int rc;
+
+	snprintf(key, sizeof(key), "%s%s", TRK_REC_PREFIX, qid);
+	if ((rc = mdb_del(txn, store_dbi(st, DB_META), &k, NULL)) ==
+	    MDB_NOTFOUND)
+		rc = 0;
+	return rc;
+}
+
 /* trk_store_fn - queue_exec: put the link record (may run twice) */
 static int
 trk_store_fn(MDB_txn *txn, struct store *st, void *arg)

@@ -29,6 +29,7 @@
 
 #include <stddef.h>
 #include <jansson.h>
+#include <lmdb.h>
 
 struct evbuffer;
 struct petrel_conf;
@@ -155,6 +156,9 @@ void tracking_emit(struct queue *, const struct tracking_hit *,
 /* tracking_machine_ua - 1 when ua (may be NULL) names a known link
  * scanner, prefetcher or bot */
 int tracking_machine_ua(const char *ua);
+/* tracking_del_txn - forget qid's tracked links inside txn (its message is
+ * deleted or past message_retention; its links answer 404 from then on) */
+int tracking_del_txn(MDB_txn *txn, struct store *, const char *qid);
 
 /* the 1x1 transparent GIF answered for opens */
 extern const unsigned char tracking_gif[];

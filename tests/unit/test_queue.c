@@ -411,6 +411,89 @@ START_TEST(test_linger)
 }
 END_TEST
 
+/* update - one recipient's final status, committed */
+static void
+update_final(const char *qid, unsigned idx, const char *status)
+{
+	struct queue_rcpt_update u;
+	struct result res;
+	int counter = 0;
+
+	memset(&u, 0, sizeof(u));
+	u.idx = idx;
+	u.status = status;
+	u.count_attempt = 1;
+	u.code = 250;
+	u.enhanced = "2.0.0";
+	u.text = "ok";
+	memset(&res, 0, sizeof(res));
+	res.counter = &counter;
+	queue_update(q, qid, &u, 1, done_cb, &res);
+	run_until(&counter, 1);
+	ck_assert_int_eq(res.status, 0);
+}
+
+/* the bytes go when the last recipient is final; the records stay */
+START_TEST(test_done_drops_bytes)
+{
+	struct evbuffer *b = evbuffer_new();
+	struct result res;
+	char qid[QUEUE_ID_LEN + 1], *s, *want;
+	int counter = 0;
+	json_t *m;
+
+	submit(rc3, 3, 2000, 'd', &res, &counter, qid);
+	run_until(&counter, 1);
+	s = body_str(qid);
+	want = xasprintf("DKIM-Signature: v=1; b=x\r\n%s", s);
+	free(s);
+	set_prepared(qid, want);
+	free(want);
+	update_final(qid, 0, "delivered");
+	update_final(qid, 1, "bounced");
+	ck_assert_int_eq(queue_body_get(st, qid, b), 0);	/* one to go */
+	evbuffer_drain(b, evbuffer_get_length(b));
+	update_final(qid, 2, "delivered");
+	ck_assert_int_eq(queue_body_get(st, qid, b), -1);
+	evbuffer_free(b);
+	m = queue_show_json(st, qid);
+	ck_assert_ptr_nonnull(m);
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(
+	    json_object_get(m, "recipients"), 1), "status")), "bounced");
+	ck_assert_int_eq(json_integer_value(json_object_get(m, "size")), 2000);
+	json_decref(m);
+}
+END_TEST
+
+/* retention prunes finished messages received before the cutoff, and
+ * nothing still to deliver */
+START_TEST(test_retention)
+{
+	struct result res[2];
+	char qids[2][QUEUE_ID_LEN + 1];
+	struct evbuffer *b = evbuffer_new();
+	int counter = 0;
+	json_t *m;
+
+	submit(rc1, 1, 100, 'r', &res[0], &counter, qids[0]);
+	submit(rc1, 1, 100, 's', &res[1], &counter, qids[1]);
+	run_until(&counter, 2);
+	update_final(qids[0], 0, "delivered");
+	/* a cutoff 10 s ahead: both were received before it */
+	queue_set_retention(q, -10);
+	queue_prune_now(q);
+	while ((m = queue_show_json(st, qids[0])) != NULL) {
+		json_decref(m);
+		ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE), 0);
+	}
+	m = queue_show_json(st, qids[1]);
+	ck_assert_ptr_nonnull(m);
+	json_decref(m);
+	ck_assert_int_eq(queue_body_get(st, qids[1], b), 0);
+	evbuffer_free(b);
+}
+END_TEST
+
 START_TEST(test_group_commit)
 {
 	struct result *res = xcalloc(200, sizeof(*res));
@@ -631,6 +714,8 @@ queue_suite(void)
 	tcase_add_test(tc, test_submit_show);
 	tcase_add_test(tc, test_prepared_head);
 	tcase_add_test(tc, test_linger);
+	tcase_add_test(tc, test_done_drops_bytes);
+	tcase_add_test(tc, test_retention);
 	tcase_add_test(tc, test_group_commit);
 	tcase_add_test(tc, test_unbatched_concurrency);
 	tcase_add_test(tc, test_many_rcpts);
