@@ -1273,6 +1273,13 @@ queue_show_json(struct store *st, const char *qid)
 	return msg;
 }
 
+/* queue_idcmp - qsort order of queue ids (time order) */
+static int
+queue_idcmp(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
 json_t *
 queue_list_json(struct store *st)
 {
@@ -1283,23 +1290,40 @@ queue_list_json(struct store *st)
 	char qid[QUEUE_ID_LEN + 1];
 	const char *status;
 	json_int_t next, na, received;
+	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
 	int64_t now = util_now();
-	size_t i, active, queued;
+	size_t i, j, active, queued, nids = 0, capids = 0;
 	int rc;
 
 	if (mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn) != 0)
 		return list;
-	if (mdb_cursor_open(txn, store_dbi(st, DB_MESSAGES), &cur) != 0) {
+	/* the messages with a recipient still to deliver are the ones in
+	 * the schedule index: finished ones (kept for message_retention)
+	 * are not read at all; listed in queue id (arrival) order */
+	if (mdb_cursor_open(txn, store_dbi(st, DB_SCHEDULE), &cur) != 0) {
 		mdb_txn_abort(txn);
 		return list;
 	}
 	for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
 	    rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-		if (key.mv_size != QUEUE_ID_LEN)
+		if (key.mv_size != QUEUE_SCHED_KEY_LEN)
 			continue;
-		memcpy(qid, key.mv_data, QUEUE_ID_LEN);
-		qid[QUEUE_ID_LEN] = '\0';
-		if ((msg = json_loadb(val.mv_data, val.mv_size, 0, NULL)) == NULL)
+		if (nids == capids) {
+			capids = capids ? 2 * capids : 64;
+			ids = xrealloc(ids, capids * sizeof(*ids));
+		}
+		memcpy(ids[nids], (char *)key.mv_data + 8, QUEUE_ID_LEN);
+		ids[nids++][QUEUE_ID_LEN] = '\0';
+	}
+	mdb_cursor_close(cur);
+	if (nids > 1)
+		qsort(ids, nids, sizeof(*ids), queue_idcmp);
+	for (j = 0; j < nids; j++) {
+		if (j > 0 && strcmp(ids[j], ids[j - 1]) == 0)
+			continue;
+		memcpy(qid, ids[j], sizeof(qid));
+		if ((msg = queue_get_json(txn, store_dbi(st, DB_MESSAGES), qid,
+		    QUEUE_ID_LEN)) == NULL)
 			continue;
 		rcpts = queue_rcpts_json(st, txn, qid);
 		active = queued = 0;
@@ -1345,7 +1369,7 @@ queue_list_json(struct store *st)
 		json_decref(cat);
 		json_decref(msg);
 	}
-	mdb_cursor_close(cur);
+	free(ids);
 	mdb_txn_abort(txn);
 	return list;
 }
