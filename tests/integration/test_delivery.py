@@ -355,8 +355,10 @@ def test_451_deferred_then_delivered(petrel_factory, unbound_factory,
 def test_expiry_bounces_447(petrel_factory, unbound_factory, sink_factory):
     recs = [("dest.test", "MX", "10 mx.dest.test."),
             ("mx.dest.test", "A", HOSTS[1])]
+    # retries are due in whole seconds and picked up by a 1 s scan, so
+    # attempts are 1-2 s apart: 4 s leaves room for three
     e = Env(petrel_factory, unbound_factory, recs, sender_mx=HOSTS[2],
-            conf={"retry_schedule": "1s", "queue_lifetime": "3s"})
+            conf={"retry_schedule": "1s", "queue_lifetime": "4s"})
     remote = fresh(sink_factory, HOSTS[1], e.port,
                    data_reply="451 4.7.1 greylisted")
     back = fresh(sink_factory, HOSTS[2], e.port)
