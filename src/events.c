@@ -139,8 +139,7 @@ events_idx_key(unsigned char *k, const char *tenant, uint64_t seq)
 	return tl + 1 + EVENTS_KEY_LEN;
 }
 
-/* events_jstr - s as a JSON string, bytes that are not UTF-8 as '?' */
-static json_t *
+json_t *
 events_jstr(const char *s)
 {
 	json_t *j;

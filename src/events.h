@@ -67,6 +67,10 @@ int events_update_txn(MDB_txn *, struct store *, const json_t *msg,
 /* events_append_txn - append ev (an object with type, tenant, ...; "id"
  * and "time" are set here) inside txn; LMDB error or 0 */
 int events_append_txn(MDB_txn *, struct store *, json_t *ev);
+/* events_jstr - s as a JSON string (null for NULL); bytes that are not
+ * UTF-8 (a header value can hold anything) become '?' rather than failing
+ * the record. Used for event and queue records alike. */
+json_t *events_jstr(const char *s);
 /* events_txn_end - the transaction of the events appended since the last
  * call was committed (1: log them) or aborted (0: forget them and their
  * sequence numbers) */

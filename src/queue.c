@@ -449,27 +449,6 @@ queue_set_notify(struct queue *q, queue_notify_cb fn, void *arg)
 	q->notify_arg = arg;
 }
 
-/* queue_jstr - s as a JSON string; bytes that are not UTF-8 (a header
- * value can hold anything) become '?' rather than failing the message */
-static json_t *
-queue_jstr(const char *s)
-{
-	json_t *j;
-	char *c;
-	size_t i;
-
-	if ((j = json_string(s)) != NULL)
-		return j;
-	c = xstrdup(s);
-	for (i = 0; c[i] != '\0'; i++)
-		if ((unsigned char)c[i] >= 0x80)
-			c[i] = '?';
-	if ((j = json_string(c)) == NULL)
-		fatalx("queue: json_string failed");
-	free(c);
-	return j;
-}
-
 /* queue_put_json - store obj under key, compact */
 static int
 queue_put_json(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t klen,
@@ -660,16 +639,16 @@ queue_write_update(struct queue *q, MDB_txn *txn, struct queue_req *r,
 			    json_integer_value(json_object_get(rec,
 			    "attempts")) + 1));
 		reply = json_pack("{s:i, s:o, s:o}", "code", u->code,
-		    "enhanced", queue_jstr(u->enhanced), "text",
-		    queue_jstr(u->text));
+		    "enhanced", events_jstr(u->enhanced), "text",
+		    events_jstr(u->text));
 		if (reply == NULL)
 			fatalx("queue: json_pack failed");
 		if (u->relay != NULL)
 			json_object_set_new(reply, "relay",
-			    queue_jstr(u->relay));
+			    events_jstr(u->relay));
 		if (u->category != NULL && u->category[0] != '\0')
 			json_object_set_new(reply, "category",
-			    queue_jstr(u->category));
+			    events_jstr(u->category));
 		json_object_set_new(rec, "last_reply", reply);
 		json_object_set_new(rec, "updated_at", json_integer(now));
 		json_object_set_new(rec, "next_attempt", json_integer(
@@ -912,10 +891,10 @@ queue_write_one(struct queue *q, MDB_txn *txn, struct queue_req *r,
 		return EINVAL;
 	}
 	msg = json_pack("{s:s, s:o, s:o, s:o, s:o, s:I, s:I, s:O, s:I, s:s}",
-	    "id", r->qid, "tenant", queue_jstr(r->tenant),
-	    "mail_from", queue_jstr(r->mail_from),
-	    "header_from", queue_jstr(r->header_from),
-	    "message_id", queue_jstr(r->message_id),
+	    "id", r->qid, "tenant", events_jstr(r->tenant),
+	    "mail_from", events_jstr(r->mail_from),
+	    "header_from", events_jstr(r->header_from),
+	    "message_id", events_jstr(r->message_id),
 	    "size", (json_int_t)r->size, "received_at",
 	    (json_int_t)r->received_at, "client", r->client,
 	    "nrcpts", (json_int_t)r->nrcpts, "stage", "received");
@@ -945,7 +924,7 @@ queue_write_one(struct queue *q, MDB_txn *txn, struct queue_req *r,
 		rkey[QUEUE_ID_LEN] = (unsigned char)(i >> 8);
 		rkey[QUEUE_ID_LEN + 1] = (unsigned char)(i & 0xff);
 		rc_obj = json_pack("{s:o, s:s, s:i, s:s, s:I, s:I}",
-		    "address", queue_jstr(r->rcpts[i]), "status", "queued",
+		    "address", events_jstr(r->rcpts[i]), "status", "queued",
 		    "attempts", 0, "last_reply", "", "updated_at",
 		    (json_int_t)now, "next_attempt", (json_int_t)now);
 		if (rc_obj == NULL)
@@ -1253,24 +1232,7 @@ queue_rcpts_json(struct store *st, MDB_txn *txn, const char *qid)
 json_t *
 queue_show_json(struct store *st, const char *qid)
 {
-	MDB_txn *txn;
-	json_t *msg;
-
-	if (queue_id_valid(qid) != 0)
-		return NULL;
-	if (mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &txn) != 0)
-		return NULL;
-	msg = queue_get_json(txn, store_dbi(st, DB_MESSAGES), qid,
-	    QUEUE_ID_LEN);
-	if (msg != NULL && json_is_object(msg))
-		json_object_set_new(msg, "recipients",
-		    queue_rcpts_json(st, txn, qid));
-	else if (msg != NULL) {
-		json_decref(msg);
-		msg = NULL;
-	}
-	mdb_txn_abort(txn);
-	return msg;
+	return queue_load(st, qid, NULL);
 }
 
 /* queue_idcmp - qsort order of queue ids (time order) */
@@ -1433,7 +1395,7 @@ queue_load(struct store *st, const char *qid, struct evbuffer *body)
 	if (msg != NULL) {
 		json_object_set_new(msg, "recipients",
 		    queue_rcpts_json(st, txn, qid));
-		if (queue_get_body(st, txn, qid, body) != 0) {
+		if (body != NULL && queue_get_body(st, txn, qid, body) != 0) {
 			json_decref(msg);
 			msg = NULL;
 		}

@@ -153,7 +153,8 @@ typedef void (*queue_notify_cb)(void *arg, const char *qid);
 void queue_set_notify(struct queue *, queue_notify_cb fn, void *arg);
 
 /* queue_load - message record with "recipients" (as queue_show_json) and
- * its bytes appended to body, in one read transaction; NULL when unknown */
+ * its bytes appended to body (none when body is NULL), in one read
+ * transaction; NULL when unknown */
 json_t *queue_load(struct store *, const char *qid, struct evbuffer *body);
 
 /* queue_scan_due - up to max queue ids whose schedule key is due (<= now),
