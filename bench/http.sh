@@ -22,23 +22,9 @@ B=${PETREL_BUILD_DIR:-$HERE/../build}
 
 . "$HERE/lib.sh"
 bench_init http.sh smtp-source
-P_HTTPS=$(free_port); P_RELAY=$(free_port); P_DNS=$(free_port)
-
-bench_cert
-
-cat > "$W/petrel.conf" <<EOF
-hostname = petrel.test
-data_dir = $W/data
-listen_submission =
-listen_submissions =
-listen_relay = 127.0.0.1:$P_RELAY
+P_HTTPS=$(free_port)
+bench_conf <<EOF
 listen_https = 127.0.0.1:$P_HTTPS
-tls_cert = $W/cert.pem
-tls_key = $W/key.pem
-managed_zone = petrel.test
-resolver = 127.0.0.1:$P_DNS
-log_level = info
-max_connections_per_ip = 10000
 EOF
 
 bench_start "$P_HTTPS"

@@ -21,24 +21,7 @@ B=${PETREL_BUILD_DIR:-$HERE/../build}
 
 . "$HERE/lib.sh"
 bench_init inbound.sh smtp-source
-P_SUB=$(free_port); P_SUBS=$(free_port); P_RELAY=$(free_port); P_DNS=$(free_port)
-
-bench_cert
-
-cat > "$W/petrel.conf" <<EOF
-hostname = petrel.test
-data_dir = $W/data
-listen_submission = 127.0.0.1:$P_SUB
-listen_submissions = 127.0.0.1:$P_SUBS
-listen_relay = 127.0.0.1:$P_RELAY
-tls_cert = $W/cert.pem
-tls_key = $W/key.pem
-managed_zone = petrel.test
-# nobody answers here: no DNS traffic leaves the machine
-resolver = 127.0.0.1:$P_DNS
-log_level = info
-max_connections_per_ip = 10000
-EOF
+bench_conf </dev/null
 
 bench_start "$P_RELAY"
 

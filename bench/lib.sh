@@ -3,7 +3,8 @@
 # it checks the binaries and the commands the bench needs, warns about a
 # sanitizer build, makes the work directory W and the EXIT trap that stops
 # petreld (PID) and a sink (SINK) and removes W (PETREL_KEEP_TMP=1 keeps it).
-# Then: free_port [HOST], bench_cert, ctl ..., bench_start PORT (starts
+# Then: free_port [HOST], bench_cert, bench_conf (petreld's config, with
+# the relay listener on P_RELAY), ctl ..., bench_start PORT (starts
 # petreld and waits until PORT accepts), bench_tenant (tenant "bench", a
 # managed domain in DOMAIN, relay network 127.0.0.0/8).
 
@@ -51,6 +52,29 @@ bench_cert() {
 	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
 		-keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1
 	chmod 600 "$W/key.pem"
+}
+
+# bench_conf - W/petrel.conf for a bench: the relay listener on a free
+# port (P_RELAY), submission listeners off, a test certificate, a resolver
+# address nobody answers (P_DNS: no DNS traffic leaves the machine), info
+# logging, no per-client connection cap; lines on stdin are appended
+bench_conf() {
+	P_RELAY=$(free_port); P_DNS=$(free_port)
+	bench_cert
+	cat > "$W/petrel.conf" <<EOF
+hostname = petrel.test
+data_dir = $W/data
+listen_submission =
+listen_submissions =
+listen_relay = 127.0.0.1:$P_RELAY
+tls_cert = $W/cert.pem
+tls_key = $W/key.pem
+managed_zone = petrel.test
+resolver = 127.0.0.1:$P_DNS
+log_level = info
+max_connections_per_ip = 10000
+EOF
+	cat >> "$W/petrel.conf"
 }
 
 ctl() { "$B/petrelctl" -c "$W/petrel.conf" "$@"; }
