@@ -89,6 +89,25 @@ def free_port(host="127.0.0.1"):
     raise RuntimeError("no free port on %s" % host)
 
 
+def common_port(hosts):
+    """common_port - a TCP port free on every address of hosts (the first
+    picks it, the others must be able to bind it too)"""
+    for _ in range(50):
+        port = free_port(hosts[0])
+        ok = True
+        for h in hosts[1:]:
+            s = socket.socket()
+            try:
+                s.bind((h, port))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+        if ok:
+            return port
+    raise RuntimeError("no common free port")
+
+
 def wait_for(predicate, timeout=10, interval=0.05, what="condition"):
     """wait_for - poll predicate until it returns a true value (returned),
     else AssertionError after timeout seconds"""

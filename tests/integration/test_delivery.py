@@ -24,31 +24,13 @@ import petrel_fixtures as pf
 HOSTS = ["127.0.0.%d" % i for i in range(2, 7)]
 
 
-def common_port():
-    """a port free on every sink address"""
-    for _ in range(50):
-        port = pf.free_port(HOSTS[0])
-        ok = True
-        for h in HOSTS[1:]:
-            s = socket.socket()
-            try:
-                s.bind((h, port))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-        if ok:
-            return port
-    raise RuntimeError("no common free port")
-
-
 class Env:
     """a petreld with a tenant (relay network 127/8), an unbound and the
     sink port"""
 
     def __init__(self, petrel_factory, unbound_factory, records, conf=None,
                  sender_mx=None):
-        self.port = common_port()
+        self.port = pf.common_port(HOSTS)
         c = {"retry_schedule": "1s, 2s", "smtp_remote_port": self.port,
              "smtp_connect_timeout": "5s", "smtp_timeout": "10s"}
         c.update(conf or {})
@@ -221,7 +203,7 @@ def test_ipv6_mx(petrel_factory, unbound_factory, sink_factory):
 
 
 def test_relayhost(petrel_factory, unbound_factory, sink_factory):
-    port = common_port()
+    port = pf.common_port(HOSTS)
     e = Env(petrel_factory, unbound_factory, [],
             conf={"relayhost": "[%s]:%d" % (HOSTS[4], port),
                   "transport": "special.test=[%s]:%d" % (HOSTS[3], port)})
@@ -239,7 +221,7 @@ def test_relayhost(petrel_factory, unbound_factory, sink_factory):
 def test_null_mx_bounces_with_dsn(petrel_factory, unbound_factory,
                                   sink_factory):
     recs = [("nullmx.test", "MX", "0 .")]
-    port = common_port()
+    port = pf.common_port(HOSTS)
     e = Env(petrel_factory, unbound_factory, recs,
             conf={"smtp_remote_port": port}, sender_mx=HOSTS[2])
     e.port = port

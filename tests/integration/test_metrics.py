@@ -396,29 +396,11 @@ def test_delivery_counters(petrel_factory, unbound_factory, sink_factory):
     assert sc.get("petrel_messages_accepted_total", listener="relay") == 1
 
 
-def common_port(hosts):
-    """a port free on every address of hosts"""
-    for _ in range(50):
-        port = pf.free_port(hosts[0])
-        ok = True
-        for h in hosts[1:]:
-            s = socket.socket()
-            try:
-                s.bind((h, port))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-        if ok:
-            return port
-    raise RuntimeError("no common free port")
-
-
 def test_outbound_tls_share(petrel_factory, unbound_factory, sink_factory,
                             certs):
     """one destination offers STARTTLS, the other does not: one outbound
     connection of each kind"""
-    port = common_port(["127.0.0.2", "127.0.0.3"])
+    port = pf.common_port(["127.0.0.2", "127.0.0.3"])
     plain = sink_factory(host="127.0.0.2", port=port)
     tls = sink_factory(host="127.0.0.3", port=port, certs=certs)
     ub = unbound_factory([("plain.test.", "MX", "10 mx.plain.test."),

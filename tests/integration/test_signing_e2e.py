@@ -15,7 +15,6 @@ import json
 import os
 import re
 import smtplib
-import socket
 import subprocess
 import sys
 import time
@@ -47,30 +46,13 @@ BACK = "127.0.0.3"          # MX of example.test (DSNs)
 LATER = "127.0.0.4"         # MX of later.test: nothing listens at first
 
 
-def common_port(hosts):
-    for _ in range(50):
-        port = pf.free_port(hosts[0])
-        ok = True
-        for h in hosts[1:]:
-            s = socket.socket()
-            try:
-                s.bind((h, port))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-        if ok:
-            return port
-    raise RuntimeError("no common free port")
-
-
 class Env:
     """one petreld (ARC on), one unbound, sinks for dest.test and for the
     sender's domain"""
 
     def __init__(self, root):
         self.root = Path(root)
-        self.port = common_port([DEST, BACK, LATER])
+        self.port = pf.common_port([DEST, BACK, LATER])
         self.arc_key = self.root / "arc.pem"
         arc_pub = openssl_rsa(self.arc_key)
         self.hop_key = self.root / "hop.pem"
