@@ -537,6 +537,22 @@ class Unbound:
                                    % (self.addr, _tail(self.log_path)))
             time.sleep(0.05)
 
+    def txt(self, name, timeout=5):
+        """txt - the first TXT record of name as bytes (its strings joined),
+        None when there is none: dkimpy's dnsfunc against this server"""
+        import dns.message
+        import dns.query
+        import dns.rdatatype
+        if isinstance(name, bytes):
+            name = name.decode()
+        q = dns.message.make_query(name, "TXT")
+        a = dns.query.udp(q, "127.0.0.1", port=self.port, timeout=timeout)
+        for rrset in a.answer:
+            if rrset.rdtype == dns.rdatatype.TXT:
+                for rd in rrset:
+                    return b"".join(rd.strings)
+        return None
+
     def set_records(self, records, zones=None):
         """set_records - replace the records (restart on the same port)"""
         self.records = list(records)

@@ -26,8 +26,6 @@ import petrel_fixtures as pf  # noqa: E402
 
 dkim = pytest.importorskip("dkim")
 dns_message = pytest.importorskip("dns.message")
-import dns.query  # noqa: E402
-import dns.rdatatype  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SANITIZER_MARKS = ("AddressSanitizer", "runtime error", "LeakSanitizer")
@@ -101,16 +99,7 @@ class Env:
 
     def dnsfunc(self, name, timeout=5):
         """dnsfunc - dkimpy's key lookup through the Unbound fixture"""
-        if isinstance(name, bytes):
-            name = name.decode()
-        q = dns_message.make_query(name, "TXT")
-        a = dns.query.udp(q, "127.0.0.1", port=self.unbound.port,
-                          timeout=timeout)
-        for rrset in a.answer:
-            if rrset.rdtype == dns.rdatatype.TXT:
-                for rd in rrset:
-                    return b"".join(rd.strings)
-        return None
+        return self.unbound.txt(name, timeout)
 
     def write(self, name, data):
         p = self.root / name

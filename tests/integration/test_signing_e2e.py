@@ -27,12 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import petrel_fixtures as pf  # noqa: E402
 from conftest import check_sanitizer_log  # noqa: E402
 from test_dkim_arc import (MAILAUTH_SCRIPT, header_fields, openssl_rsa,  # noqa: E402
-                           tags)
+                           tags, verify_each)
 
 dkim = pytest.importorskip("dkim")
 dns_message = pytest.importorskip("dns.message")
-import dns.query  # noqa: E402
-import dns.rdatatype  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DOMAIN = "example.test"
@@ -127,16 +125,8 @@ class Env:
             timeout=timeout, what="%d message(s) '%s'" % (n, subject))
 
     def dnsfunc(self, name, timeout=5):
-        if isinstance(name, bytes):
-            name = name.decode()
-        q = dns_message.make_query(name, "TXT")
-        a = dns.query.udp(q, "127.0.0.1", port=self.unbound.port,
-                          timeout=timeout)
-        for rrset in a.answer:
-            if rrset.rdtype == dns.rdatatype.TXT:
-                for rd in rrset:
-                    return b"".join(rd.strings)
-        return None
+        """dnsfunc - dkimpy's key lookup through the Unbound fixture"""
+        return self.unbound.txt(name, timeout)
 
     def stop(self):
         try:
@@ -190,16 +180,6 @@ def message(subject, frm="Alice <alice@example.test>", to="bob@dest.test",
             "Hello Bob,\r\n\r\nthis  is a   test.\r\n"
             % (frm, to, subject, subject.replace(" ", "-"), time.time(),
                extra)).encode()
-
-
-def verify_each(env, data):
-    out = []
-    for i in range(len(header_fields(data, "DKIM-Signature"))):
-        try:
-            out.append(dkim.DKIM(data).verify(idx=i, dnsfunc=env.dnsfunc))
-        except dkim.DKIMException:
-            out.append(False)
-    return out
 
 
 def ours(data):
