@@ -1338,48 +1338,46 @@ http_bevcb(struct event_base *base, void *arg)
 
 /* --- life cycle --- */
 
+struct http_bind {
+	struct http_server	*srv;
+	char			**err_r;
+};
+
+/* http_bind_addr - netaddr_listen_each's fn: one bound socket of b->srv */
+static int
+http_bind_addr(const struct addrinfo *ai, void *arg)
+{
+	struct http_bind *b = arg;
+	struct http_sock *s, **tail;
+
+	s = xcalloc(1, sizeof(*s));
+	s->srv = b->srv;
+	for (tail = &http_socks; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = s;
+	http_nsocks++;
+	if ((s->fd = netaddr_bind(ai, s->addr, sizeof(s->addr))) == -1) {
+		*b->err_r = xasprintf("listen_%s %s: cannot bind: %s",
+		    b->srv->kind, s->addr, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 /* http_bind_conf - bind every address of one listener setting */
 static int
 http_bind_conf(struct http_server *srv, const struct conf_listen *cl,
     char **err_r)
 {
-	struct addrinfo hints, *res, *ai;
-	struct http_sock *s, **tail;
-	const char *h;
-	int i, rv;
+	struct http_bind b = { srv, err_r };
+	char addr[NETADDR_LISTEN_STRLEN];
+	const char *why;
 
-	for (i = 0; i < cl->n; i++) {
-		h = cl->host[i];
-		if (h == NULL || *h == '\0' || strcmp(h, "*") == 0)
-			h = NULL;
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_socktype = SOCK_STREAM;
-		hints.ai_flags = AI_PASSIVE;
-		if ((rv = getaddrinfo(h, cl->port[i], &hints, &res)) != 0) {
-			*err_r = xasprintf("listen_%s %s:%s: %s", srv->kind,
-			    h ? h : "*", cl->port[i], gai_strerror(rv));
-			return -1;
-		}
-		for (ai = res; ai != NULL; ai = ai->ai_next) {
-			s = xcalloc(1, sizeof(*s));
-			s->srv = srv;
-			for (tail = &http_socks; *tail != NULL;
-			    tail = &(*tail)->next)
-				;
-			*tail = s;
-			http_nsocks++;
-			if ((s->fd = netaddr_bind(ai, s->addr,
-			    sizeof(s->addr))) == -1) {
-				*err_r = xasprintf("listen_%s %s: cannot bind: "
-				    "%s", srv->kind, s->addr, strerror(errno));
-				freeaddrinfo(res);
-				return -1;
-			}
-		}
-		freeaddrinfo(res);
-	}
-	return 0;
+	if (netaddr_listen_each(cl, http_bind_addr, &b, addr, &why) == 0)
+		return 0;
+	if (why != NULL)
+		*err_r = xasprintf("listen_%s %s: %s", srv->kind, addr, why);
+	return -1;
 }
 
 /* http_read_admin_key - the operator key from admin_api_key_file */

@@ -593,46 +593,38 @@ metrics_request_cb(struct evhttp_request *req, void *arg)
 	evbuffer_free(b);
 }
 
+/* metrics_bind_addr - netaddr_listen_each's fn: one bound socket */
+static int
+metrics_bind_addr(const struct addrinfo *ai, void *arg)
+{
+	struct metrics_sock *s, **tail;
+	char **err_r = arg;
+
+	s = xcalloc(1, sizeof(*s));
+	for (tail = &metrics_socks; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = s;
+	metrics_nsocks++;
+	if ((s->fd = netaddr_bind(ai, s->addr, sizeof(s->addr))) == -1) {
+		*err_r = xasprintf("listen_metrics %s: cannot bind: %s",
+		    s->addr, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 int
 metrics_bind(const struct conf_listen *cl, char **err_r)
 {
-	struct addrinfo hints, *res, *ai;
-	struct metrics_sock *s, **tail;
-	const char *h;
-	int i, rv;
+	char addr[NETADDR_LISTEN_STRLEN];
+	const char *why;
 
 	metrics_gauges_init();
-	for (i = 0; i < cl->n; i++) {
-		h = cl->host[i];
-		if (h == NULL || *h == '\0' || strcmp(h, "*") == 0)
-			h = NULL;
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_socktype = SOCK_STREAM;
-		hints.ai_flags = AI_PASSIVE;
-		if ((rv = getaddrinfo(h, cl->port[i], &hints, &res)) != 0) {
-			*err_r = xasprintf("listen_metrics %s:%s: %s",
-			    h ? h : "*", cl->port[i], gai_strerror(rv));
-			return -1;
-		}
-		for (ai = res; ai != NULL; ai = ai->ai_next) {
-			s = xcalloc(1, sizeof(*s));
-			for (tail = &metrics_socks; *tail != NULL;
-			    tail = &(*tail)->next)
-				;
-			*tail = s;
-			metrics_nsocks++;
-			if ((s->fd = netaddr_bind(ai, s->addr,
-			    sizeof(s->addr))) == -1) {
-				*err_r = xasprintf("listen_metrics %s: cannot "
-				    "bind: %s", s->addr, strerror(errno));
-				freeaddrinfo(res);
-				return -1;
-			}
-		}
-		freeaddrinfo(res);
-	}
-	return 0;
+	if (netaddr_listen_each(cl, metrics_bind_addr, err_r, addr, &why) == 0)
+		return 0;
+	if (why != NULL)
+		*err_r = xasprintf("listen_metrics %s: %s", addr, why);
+	return -1;
 }
 
 int

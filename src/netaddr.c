@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "config.h"
 #include "netaddr.h"
 #include "util.h"
 
@@ -205,4 +206,38 @@ netaddr_bind(const struct addrinfo *ai, char *addr, size_t addrlen)
 		return -1;
 	}
 	return fd;
+}
+
+int
+netaddr_listen_each(const struct conf_listen *cl,
+    int (*fn)(const struct addrinfo *ai, void *arg), void *arg,
+    char addr[NETADDR_LISTEN_STRLEN], const char **why_r)
+{
+	struct addrinfo hints, *res, *ai;
+	const char *host;
+	int i, rv;
+
+	*why_r = NULL;
+	for (i = 0; i < cl->n; i++) {
+		host = cl->host[i];
+		if (host == NULL || *host == '\0' || strcmp(host, "*") == 0)
+			host = NULL;
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_PASSIVE;
+		if ((rv = getaddrinfo(host, cl->port[i], &hints, &res)) != 0) {
+			snprintf(addr, NETADDR_LISTEN_STRLEN, "%s:%s",
+			    host ? host : "*", cl->port[i]);
+			*why_r = gai_strerror(rv);
+			return -1;
+		}
+		for (ai = res; ai != NULL; ai = ai->ai_next)
+			if (fn(ai, arg) == -1) {
+				freeaddrinfo(res);
+				return -1;
+			}
+		freeaddrinfo(res);
+	}
+	return 0;
 }

@@ -36,4 +36,16 @@ struct addrinfo;
  * errno set. */
 int netaddr_bind(const struct addrinfo *ai, char *addr, size_t addrlen);
 
+struct conf_listen;
+/* room for "host:port" as a listen setting names it */
+#define NETADDR_LISTEN_STRLEN	(256 + 1 + 8)
+/* netaddr_listen_each - fn(ai, arg) for every address of every host:port
+ * of a listen setting (host "*" or empty: every IPv4 and IPv6 address,
+ * AI_PASSIVE). 0; -1 when fn returned -1 (*why_r NULL: fn reported it);
+ * -1 when a host:port does not resolve, with it in addr and
+ * getaddrinfo's reason in *why_r (static text). */
+int netaddr_listen_each(const struct conf_listen *cl,
+    int (*fn)(const struct addrinfo *ai, void *arg), void *arg,
+    char addr[NETADDR_LISTEN_STRLEN], const char **why_r);
+
 #endif

@@ -188,29 +188,23 @@ listen_start(void)
 
 /* listen_conf - bind every HOST:PORT of one listener setting; "*" (or an
  * empty host) means every IPv4 and IPv6 address */
+/* listen_addr_cb - netaddr_listen_each's fn: listen_addr for *arg */
+static int
+listen_addr_cb(const struct addrinfo *ai, void *arg)
+{
+	listen_addr(*(const enum smtp_listener *)arg, ai);
+	return 0;
+}
+
 static void
 listen_conf(enum smtp_listener kind, const struct conf_listen *cl)
 {
-	struct addrinfo hints, *res, *ai;
-	const char *host;
-	int i, rv;
+	char addr[NETADDR_LISTEN_STRLEN];
+	const char *why;
 
-	for (i = 0; i < cl->n; i++) {
-		host = cl->host[i];
-		if (host == NULL || *host == '\0' || strcmp(host, "*") == 0)
-			host = NULL;
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_socktype = SOCK_STREAM;
-		hints.ai_flags = AI_PASSIVE;
-		if ((rv = getaddrinfo(host, cl->port[i], &hints, &res)) != 0)
-			die("event=listen status=error addr=%s:%s kind=%s "
-			    "reason=\"%s\"", host ? host : "*", cl->port[i],
-			    kind_names[kind], gai_strerror(rv));
-		for (ai = res; ai != NULL; ai = ai->ai_next)
-			listen_addr(kind, ai);
-		freeaddrinfo(res);
-	}
+	if (netaddr_listen_each(cl, listen_addr_cb, &kind, addr, &why) == -1)
+		die("event=listen status=error addr=%s kind=%s reason=\"%s\"",
+		    addr, kind_names[kind], why);
 }
 
 /* listen_close - stop accepting: close every listening socket */
