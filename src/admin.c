@@ -63,9 +63,8 @@ admin_store_err(char *err, const char *fallback, int *status_r,
 	*err_r = err;
 }
 
-/* admin_strip - drop private key material and password hashes anywhere */
-static void
-admin_strip(json_t *j)
+void
+admin_strip_secrets(json_t *j)
 {
 	const char *key;
 	json_t *v, *tmp;
@@ -78,11 +77,11 @@ admin_strip(json_t *j)
 			    strcmp(key, "secret") == 0)
 				json_object_del(j, key);
 			else
-				admin_strip(v);
+				admin_strip_secrets(v);
 		}
 	} else if (json_is_array(j))
 		json_array_foreach(j, i, v)
-			admin_strip(v);
+			admin_strip_secrets(v);
 }
 
 /* admin_tenant_check - petrelctl's "unknown tenant: X" */
@@ -198,7 +197,7 @@ admin_user_list(struct store *st, const char *tenant, int *status_r,
 		admin_store_err(err, "cannot list users", status_r, err_r);
 		return NULL;
 	}
-	admin_strip(l);
+	admin_strip_secrets(l);
 	return l;
 }
 
@@ -253,7 +252,8 @@ admin_domain_view(const json_t *rec)
 		"type", "name", "value", "purpose", "status"
 	};
 	static const char *const extra[] = {
-		"created", "checked_at", "senders", "keys", "unsubscribe"
+		"created", "checked_at", "senders", "keys", "unsubscribe",
+		"tracking"
 	};
 	json_t *pub, *out, *records, *r, *o, *v;
 	const char *s;
@@ -282,7 +282,7 @@ admin_domain_view(const json_t *rec)
 		if ((v = json_object_get(pub, extra[k])) != NULL)
 			json_object_set(out, extra[k], v);
 	json_decref(pub);
-	admin_strip(out);
+	admin_strip_secrets(out);
 	return out;
 }
 

@@ -53,6 +53,9 @@ json_t *admin_domain_verify(struct store *, const struct petrel_conf *,
     const char *domain, int *status_r, char **err_r);
 /* admin_domain_view - the public view of a stored domain record */
 json_t *admin_domain_view(const json_t *rec);
+/* admin_strip_secrets - remove private key material, password hashes and
+ * secrets wherever they appear in j, so no output path can leak them */
+void admin_strip_secrets(json_t *j);
 
 json_t *admin_network_list(struct store *);
 json_t *admin_network_add(struct store *, const char *tenant,

@@ -25,6 +25,7 @@
 
 #include <jansson.h>
 
+#include "admin.h"
 #include "apikey.h"
 #include "config.h"
 #include "domain.h"
@@ -243,29 +244,6 @@ ctl_print_json(const json_t *j)
 	fputc('\n', stdout);
 }
 
-/* ctl_strip_secrets - remove private key material and password hashes
- * wherever they appear, so no output path can leak them */
-static void
-ctl_strip_secrets(json_t *j)
-{
-	const char *key;
-	json_t *v, *tmp;
-	size_t i;
-
-	if (json_is_object(j)) {
-		json_object_foreach_safe(j, tmp, key, v) {
-			if (strcmp(key, "private") == 0 ||
-			    strcmp(key, "hash") == 0)
-				json_object_del(j, key);
-			else
-				ctl_strip_secrets(v);
-		}
-	} else if (json_is_array(j)) {
-		json_array_foreach(j, i, v)
-			ctl_strip_secrets(v);
-	}
-}
-
 /* ctl_str - string member or def; never NULL */
 static const char *
 ctl_str(const json_t *o, const char *key, const char *def)
@@ -412,48 +390,6 @@ ctl_domain_get(struct ctl *ctl, const char *arg, char name[DOMAIN_MAX_LEN + 1])
 	if ((rec = store_domain_get(ctl->store, name)) == NULL)
 		ctl_err("unknown domain: %s", name);
 	return rec;
-}
-
-/* ctl_domain_view - the public JSON shape of a domain record: domain,
- * tenant, kind, status, records[{type,name,value,purpose,status}], then
- * extra public fields; never private key material */
-static json_t *
-ctl_domain_view(const json_t *rec)
-{
-	static const char *const rkeys[] = {
-		"type", "name", "value", "purpose", "status"
-	};
-	static const char *const extra[] = {
-		"created", "checked_at", "senders", "keys", "unsubscribe",
-		"tracking"
-	};
-	json_t *pub, *out, *records, *r, *o, *v;
-	size_t i, k;
-
-	pub = domain_public_view(rec);
-	out = json_object();
-	json_object_set_new(out, "domain",
-	    json_string(ctl_str(pub, "domain", "")));
-	json_object_set_new(out, "tenant",
-	    json_string(ctl_str(pub, "tenant", "")));
-	json_object_set_new(out, "kind", json_string(ctl_str(pub, "kind", "")));
-	json_object_set_new(out, "status",
-	    json_string(ctl_str(pub, "status", "")));
-	records = json_array();
-	json_array_foreach(json_object_get(pub, "records"), i, r) {
-		o = json_object();
-		for (k = 0; k < nitems(rkeys); k++)
-			json_object_set_new(o, rkeys[k],
-			    json_string(ctl_str(r, rkeys[k], "")));
-		json_array_append_new(records, o);
-	}
-	json_object_set_new(out, "records", records);
-	for (k = 0; k < nitems(extra); k++)
-		if ((v = json_object_get(pub, extra[k])) != NULL)
-			json_object_set(out, extra[k], v);
-	json_decref(pub);
-	ctl_strip_secrets(out);
-	return out;
 }
 
 /* ctl_read_password - one line from stdin into buf (PASSWORD_MAX_LEN + 1
@@ -620,7 +556,7 @@ ctl_user_list(struct ctl *ctl, int argc, char **argv)
 		return CTL_EXIT_FAIL;
 	if ((list = store_user_list(ctl->store, argv[0], &err)) == NULL)
 		return ctl_fail(err, "cannot list users");
-	ctl_strip_secrets(list);
+	admin_strip_secrets(list);
 	if (ctl->json)
 		ctl_print_json(list);
 	else {
@@ -705,7 +641,7 @@ ctl_domain_list(struct ctl *ctl, int argc, char **argv)
 	if (ctl->json) {
 		out = json_array();
 		json_array_foreach(list, i, d)
-			json_array_append_new(out, ctl_domain_view(d));
+			json_array_append_new(out, admin_domain_view(d));
 		ctl_print_json(out);
 		json_decref(out);
 	} else {
@@ -731,7 +667,7 @@ ctl_domain_show(struct ctl *ctl, int argc, char **argv)
 
 	if ((rec = ctl_domain_get(ctl, argv[0], name)) == NULL)
 		return CTL_EXIT_FAIL;
-	view = ctl_domain_view(rec);
+	view = admin_domain_view(rec);
 	if (ctl->json)
 		ctl_print_json(view);
 	else {
