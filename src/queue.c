@@ -1550,8 +1550,11 @@ queue_delete_txn(struct store *st, MDB_txn *txn, const char *qid)
 	    QUEUE_ID_LEN);
 	if (msg == NULL)
 		return MDB_NOTFOUND;
-	n = QUEUE_RCPTS_MAX;
-	recs = xcalloc(n, sizeof(*recs));
+	/* the recipients are 0..nrcpts-1 (queue_write_one) */
+	n = (size_t)json_integer_value(json_object_get(msg, "nrcpts"));
+	if (n > QUEUE_RCPTS_MAX)
+		n = QUEUE_RCPTS_MAX;
+	recs = xcalloc(n ? n : 1, sizeof(*recs));
 	rc = queue_rcpts_load(txn, store_dbi(st, DB_RCPTS), qid, recs, n);
 	old = queue_active_min(recs, n);
 	memcpy(rkey, qid, QUEUE_ID_LEN);
@@ -1568,14 +1571,12 @@ queue_delete_txn(struct store *st, MDB_txn *txn, const char *qid)
 		rc = mdb_del(txn, store_dbi(st, DB_RCPTS), &key, NULL);
 	}
 	free(recs);
-	n = (size_t)json_integer_value(json_object_get(msg, "nrcpts"));
 	json_decref(msg);
 	if (rc == 0)
 		rc = queue_resched(txn, store_dbi(st, DB_SCHEDULE), qid, old,
 		    -1);
 	if (rc == 0)
-		rc = queue_del_bodies(st, txn, qid,
-		    n > QUEUE_RCPTS_MAX ? QUEUE_RCPTS_MAX : n);
+		rc = queue_del_bodies(st, txn, qid, n);
 	if (rc == 0)
 		rc = tracking_del_txn(txn, st, qid);
 	key.mv_size = QUEUE_ID_LEN;
