@@ -15,11 +15,15 @@
 #include "apikey.h"
 #include "config.h"
 #include "domain.h"
+#include "events.h"
 #include "limits.h"
+#include "log.h"
 #include "netaddr.h"
 #include "store.h"
+#include "suppress.h"
 #include "util.h"
 #include "verify.h"
+#include "webhook.h"
 
 /* admin_fail - set *err_r (formatted) and *status_r */
 static void PRINTFLIKE(3, 4)
@@ -172,14 +176,38 @@ admin_tenant_del(struct store *st, const char *name, int *status_r,
     char **err_r)
 {
 	char *err = NULL;
+	MDB_txn *txn;
+	int n[3], nkeys = 0, nsupp = 0, nhooks = 0, rc;
 
 	if (admin_tenant_check(st, name, status_r, err_r) == -1)
 		return -1;
-	if (store_tenant_del(st, name, &err) == -1) {
-		admin_store_err(err, "cannot delete tenant", status_r, err_r);
-		return -1;
+	/* one transaction: everything the tenant owns goes, so a new
+	 * tenant of the same name inherits none of it (no webhook posting
+	 * its events to the old owner's URL, no old suppressions) */
+	if ((rc = mdb_txn_begin(store_env(st), NULL, 0, &txn)) != 0) {
+		err = xasprintf("store error (begin): %s", mdb_strerror(rc));
+		goto fail;
 	}
+	if (store_tenant_del_txn(st, txn, name, n, &err) == -1 ||
+	    apikey_tenant_purge_txn(txn, st, name, &nkeys, &err) == -1 ||
+	    suppress_tenant_purge_txn(txn, st, name, &nsupp, &err) == -1 ||
+	    webhook_tenant_purge_txn(txn, st, name, &nhooks, &err) == -1 ||
+	    events_tenant_purge_txn(txn, st, name, &err) == -1) {
+		mdb_txn_abort(txn);
+		goto fail;
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		err = xstrdup(rc == MDB_MAP_FULL ? "store full" :
+		    mdb_strerror(rc));
+		goto fail;
+	}
+	log_info("event=tenant_deleted tenant=%s users=%d domains=%d "
+	    "networks=%d apikeys=%d suppressions=%d webhooks=%d", name,
+	    n[0], n[1], n[2], nkeys, nsupp, nhooks);
 	return 0;
+fail:
+	admin_store_err(err, "cannot delete tenant", status_r, err_r);
+	return -1;
 }
 
 /* --- users --- */

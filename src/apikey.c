@@ -238,6 +238,54 @@ fail:
 	return -1;
 }
 
+int
+apikey_tenant_purge_txn(MDB_txn *txn, struct store *st, const char *tenant,
+    int *n_r, char **err_r)
+{
+	unsigned char pfx[APIKEY_IDX_MAX], *rks = NULL;
+	size_t len, i, nk = 0;
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc, nops = 0;
+
+	*n_r = 0;
+	/* the keys' records, found through their names ('n' tenant NUL):
+	 * collected first, then deleted, so no cursor walks its own
+	 * deletions */
+	len = apikey_idx(tenant, "", pfx);
+	if ((rc = mdb_cursor_open(txn, store_dbi(st, DB_APIKEYS), &c)) != 0) {
+		apikey_mdberr(err_r, "cursor", rc);
+		return -1;
+	}
+	k.mv_data = pfx;
+	k.mv_size = len;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 &&
+	    k.mv_size > len && memcmp(k.mv_data, pfx, len) == 0;
+	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (v.mv_size != APIKEY_HASH_LEN)
+			continue;
+		rks = xrealloc(rks, (nk + 1) * (1 + APIKEY_HASH_LEN));
+		apikey_reckey(v.mv_data, rks + nk++ * (1 + APIKEY_HASH_LEN));
+	}
+	mdb_cursor_close(c);
+	for (i = 0; i < nk && (rc == 0 || rc == MDB_NOTFOUND); i++) {
+		k.mv_data = rks + i * (1 + APIKEY_HASH_LEN);
+		k.mv_size = 1 + APIKEY_HASH_LEN;
+		rc = mdb_del(txn, store_dbi(st, DB_APIKEYS), &k, NULL);
+	}
+	free(rks);
+	if (rc != 0 && rc != MDB_NOTFOUND) {
+		apikey_mdberr(err_r, "delete", rc);
+		return -1;
+	}
+	/* the names, then the operation records ('o' tenant NUL opid) */
+	if (store_del_prefix(st, txn, DB_APIKEYS, pfx, len, n_r,
+	    err_r) == -1)
+		return -1;
+	pfx[0] = APIKEY_REC_OP;
+	return store_del_prefix(st, txn, DB_APIKEYS, pfx, len, &nops, err_r);
+}
+
 /* apikey_get - the record under 'k' + hash, or NULL */
 static json_t *
 apikey_get(struct store *st, MDB_txn *txn,

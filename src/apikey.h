@@ -25,6 +25,7 @@
 
 #include <stddef.h>
 #include <jansson.h>
+#include <lmdb.h>
 
 struct store;
 struct petrel_conf;
@@ -43,6 +44,10 @@ int apikey_add(struct store *, const char *tenant, const char *name,
 /* apikey_del - delete the key tenant/name */
 int apikey_del(struct store *, const char *tenant, const char *name,
     char **err_r);
+/* apikey_tenant_purge_txn - inside txn, every key of tenant and its
+ * operation records (tenant deletion); *n_r: the number of keys */
+int apikey_tenant_purge_txn(MDB_txn *, struct store *, const char *tenant,
+    int *n_r, char **err_r);
 /* apikey_list - array of {"name","tenant","created"} (never the key);
  * NULL + *err_r when the tenant does not exist */
 json_t *apikey_list(struct store *, const char *tenant, char **err_r);

@@ -655,6 +655,17 @@ events_count_after(struct store *st, const char *tenant, uint64_t since,
 	return c.n;
 }
 
+int
+events_tenant_purge_txn(MDB_txn *txn, struct store *st, const char *tenant,
+    char **err_r)
+{
+	int n = 0;
+
+	/* index keys are tenant NUL seq; the events stay until pruned */
+	return store_del_prefix(st, txn, DB_EVENTIDX, tenant,
+	    strlen(tenant) + 1, &n, err_r);
+}
+
 /* events_mid_eq - Message-IDs equal, ignoring the angle brackets */
 static int
 events_mid_eq(const char *a, const char *b)

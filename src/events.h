@@ -95,6 +95,11 @@ uint64_t events_last_seq(struct store *);
  * next time (the last one looked at; since when none). */
 json_t *events_list(struct store *, const char *tenant, uint64_t since,
     size_t limit, unsigned mask, uint64_t *next_r);
+/* events_tenant_purge_txn - inside txn, tenant's index (tenant deletion):
+ * neither GET /events nor a webhook of a new tenant of the same name
+ * sees the old one's events */
+int events_tenant_purge_txn(MDB_txn *, struct store *, const char *tenant,
+    char **err_r);
 /* events_count_after - tenant's events after since of types in mask,
  * counting at most max */
 uint64_t events_count_after(struct store *, const char *tenant,

@@ -106,7 +106,8 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "tenant", "list", 0, 0, ctl_tenant_list, "[--json]", CTL_JSON,
 	    "list tenants" },
 	{ "tenant", "del", 1, 1, ctl_tenant_del, "NAME", 0,
-	    "delete a tenant with its users, domains and networks" },
+	    "delete a tenant with its users, domains, networks, API keys, "
+	    "suppressions and webhooks" },
 	{ "user", "add", 2, 2, ctl_user_add, "TENANT USERNAME < password", 0,
 	    "create a SMTP AUTH user; password: one line on stdin" },
 	{ "user", "del", 2, 2, ctl_user_del, "TENANT USERNAME", 0,
@@ -501,10 +502,10 @@ ctl_tenant_del(struct ctl *ctl, int argc, char **argv)
 
 	if (ctl_tenant_check(ctl, argv[0]) == -1)
 		return CTL_EXIT_FAIL;
-	if (store_tenant_del(ctl->store, argv[0], &err) == -1)
+	if (admin_tenant_del(ctl->store, argv[0], NULL, &err) == -1)
 		return ctl_fail(err, "cannot delete tenant");
-	printf("tenant %s deleted with its users, domains and networks\n",
-	    argv[0]);
+	printf("tenant %s deleted with its users, domains, networks, API "
+	    "keys, suppressions and webhooks\n", argv[0]);
 	return CTL_EXIT_OK;
 }
 

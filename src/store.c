@@ -488,31 +488,73 @@ store_tenant_add(struct store *s, const char *name, char **err_r)
 }
 
 int
-store_tenant_del(struct store *s, const char *name, char **err_r)
+store_tenant_del_txn(struct store *s, MDB_txn *txn, const char *name,
+    int counts[3], char **err_r)
 {
-	MDB_txn *txn;
-	int nusers = 0, ndomains = 0, nnets = 0;
-
-	if (store_begin(s, 0, &txn, err_r) == -1)
-		return -1;
+	counts[0] = counts[1] = counts[2] = 0;
 	if (!store_exists(s, txn, DB_TENANTS, name)) {
-		mdb_txn_abort(txn);
 		store_no_tenant(err_r, name);
 		return -1;
 	}
-	if (store_del_tenant_rows(s, txn, DB_USERS, name, &nusers, err_r) == -1 ||
-	    store_del_tenant_rows(s, txn, DB_DOMAINS, name, &ndomains,
+	if (store_del_tenant_rows(s, txn, DB_USERS, name, &counts[0],
 	    err_r) == -1 ||
-	    store_del_tenant_rows(s, txn, DB_NETWORKS, name, &nnets,
+	    store_del_tenant_rows(s, txn, DB_DOMAINS, name, &counts[1],
 	    err_r) == -1 ||
-	    store_del(s, txn, DB_TENANTS, name, err_r) == -1) {
+	    store_del_tenant_rows(s, txn, DB_NETWORKS, name, &counts[2],
+	    err_r) == -1 ||
+	    store_del(s, txn, DB_TENANTS, name, err_r) == -1)
+		return -1;
+	return 0;
+}
+
+int
+store_tenant_del(struct store *s, const char *name, char **err_r)
+{
+	MDB_txn *txn;
+	int n[3];
+
+	if (store_begin(s, 0, &txn, err_r) == -1)
+		return -1;
+	if (store_tenant_del_txn(s, txn, name, n, err_r) == -1) {
 		mdb_txn_abort(txn);
 		return -1;
 	}
 	if (store_commit(txn, err_r) == -1)
 		return -1;
 	log_info("event=tenant_deleted tenant=%s users=%d domains=%d "
-	    "networks=%d", name, nusers, ndomains, nnets);
+	    "networks=%d", name, n[0], n[1], n[2]);
+	return 0;
+}
+
+int
+store_del_prefix(struct store *s, MDB_txn *txn, enum store_db db,
+    const void *prefix, size_t len, int *n_r, char **err_r)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+
+	if ((rc = mdb_cursor_open(txn, s->dbi[db], &c)) != 0) {
+		store_mdberr(err_r, "cursor", rc);
+		return -1;
+	}
+	k.mv_data = (void *)(uintptr_t)prefix;
+	k.mv_size = len;
+	/* after mdb_cursor_del the cursor stands on the next key, which
+	 * MDB_NEXT returns without moving on */
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size >= len &&
+	    memcmp(k.mv_data, prefix, len) == 0) {
+		if ((rc = mdb_cursor_del(c, 0)) != 0)
+			break;
+		(*n_r)++;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (rc != 0 && rc != MDB_NOTFOUND) {
+		store_mdberr(err_r, "delete", rc);
+		return -1;
+	}
 	return 0;
 }
 

@@ -55,6 +55,14 @@ int store_valid_username(const char *name, const char **err_r);
 int store_tenant_add(struct store *, const char *name, char **err_r);
 /* store_tenant_del - removes the tenant with its users, domains and networks */
 int store_tenant_del(struct store *, const char *name, char **err_r);
+/* store_tenant_del_txn - inside txn, the tenant record with its users,
+ * domains and networks; their counts in counts[0..2] */
+int store_tenant_del_txn(struct store *, MDB_txn *, const char *name,
+    int counts[3], char **err_r);
+/* store_del_prefix - inside txn, every key of db that starts with
+ * prefix[0..len); adds their number to *n_r */
+int store_del_prefix(struct store *, MDB_txn *, enum store_db,
+    const void *prefix, size_t len, int *n_r, char **err_r);
 int store_tenant_exists(struct store *, const char *name);
 json_t *store_tenant_list(struct store *);	/* array of tenant objects */
 

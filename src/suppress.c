@@ -211,6 +211,16 @@ fail:
 	return -1;
 }
 
+int
+suppress_tenant_purge_txn(MDB_txn *txn, struct store *st, const char *tenant,
+    int *n_r, char **err_r)
+{
+	/* keys are tenant NUL address: the prefix includes the NUL */
+	*n_r = 0;
+	return store_del_prefix(st, txn, DB_SUPPRESSIONS, tenant,
+	    strlen(tenant) + 1, n_r, err_r);
+}
+
 json_t *
 suppress_get(struct store *st, const char *tenant, const char *address)
 {

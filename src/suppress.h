@@ -46,6 +46,10 @@ int suppress_put_txn(struct store *, MDB_txn *, const char *tenant,
     const char *source, const char *qid);
 /* suppress_del - remove address from tenant's list; -1 with *err_r
  * "not on the suppression list" when absent */
+/* suppress_tenant_purge_txn - inside txn, tenant's whole list (tenant
+ * deletion); *n_r: the number of addresses */
+int suppress_tenant_purge_txn(MDB_txn *, struct store *, const char *tenant,
+    int *n_r, char **err_r);
 int suppress_del(struct store *, const char *tenant, const char *address,
     char **err_r);
 /* suppress_get - the record of address, NULL when not listed */

@@ -479,6 +479,44 @@ webhook_del(struct store *st, const char *tenant, const char *id,
 	return 0;
 }
 
+int
+webhook_tenant_purge_txn(MDB_txn *txn, struct store *st, const char *tenant,
+    int *n_r, char **err_r)
+{
+	json_t *all = webhook_records(txn, st), *v;
+	char k[WEBHOOK_KEY_MAX];
+	const char *id, *t, *kind;
+	MDB_val key;
+	size_t i;
+	int rc = 0;
+
+	*n_r = 0;
+	json_array_foreach(all, i, v) {
+		id = json_string_value(json_object_get(v, "id"));
+		t = json_string_value(json_object_get(v, "tenant"));
+		if (id == NULL || t == NULL || strcmp(t, tenant) != 0)
+			continue;
+		for (kind = "wc"; *kind != '\0' && rc == 0; kind++) {
+			if ((key.mv_size = webhook_key(k, *kind, id)) == 0)
+				continue;
+			key.mv_data = k;
+			if ((rc = mdb_del(txn, store_dbi(st, DB_WEBHOOKS),
+			    &key, NULL)) == MDB_NOTFOUND)
+				rc = 0;
+		}
+		if (rc != 0)
+			break;
+		(*n_r)++;
+	}
+	json_decref(all);
+	if (rc != 0) {
+		*err_r = xasprintf("cannot delete the webhooks: %s",
+		    mdb_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
 json_t *
 webhook_cursors_txn(MDB_txn *txn, struct store *st)
 {

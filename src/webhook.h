@@ -62,6 +62,10 @@ json_t *webhook_list(struct store *, const char *tenant);
 /* webhook_del - delete webhook id of tenant; -1 and *err_r */
 int webhook_del(struct store *, const char *tenant, const char *id,
     char **err_r);
+/* webhook_tenant_purge_txn - inside txn, tenant's webhooks with their
+ * cursors (tenant deletion); *n_r: how many */
+int webhook_tenant_purge_txn(MDB_txn *, struct store *, const char *tenant,
+    int *n_r, char **err_r);
 
 /* --- events.c's pruning (writer thread, inside txn) --- */
 

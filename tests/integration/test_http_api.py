@@ -434,10 +434,18 @@ def test_auth_failures(env):
 
 def test_deleted_tenant_key_denied(env):
     p = env.p
-    p.setup_tenant("gone", user=None)
+    t = p.setup_tenant("gone", user=None)
     _, _, key = connection_string(p.ctl("apikey", "add", "gone").stdout)
     api = Api(env.https_port, key, env.api.certs)
     assert api.status("x")[0] == 404
+    msg = dict(env.message(subject="gone"),
+               senderAddress="app@" + t["domain"])
+    assert api.send(msg, op="gone-op")[0] == 202
+    api.wait_status("gone-op", "Succeeded")
+    st, _, d = api.request("GET", "/events?since=0")
+    assert st == 200 and d["events"], d
+    p.ctl("suppression", "add", "gone", "old@example.test")
+    p.ctl("webhook", "add", "gone", "http://127.0.0.1:9/old")
     p.ctl("tenant", "del", "gone")
     st, h, d = api.status("x")
     assert_acs_error(st, h, d, 401, "Denied")
@@ -445,6 +453,16 @@ def test_deleted_tenant_key_denied(env):
     p.ctl("tenant", "add", "gone")
     st, h, d = api.status("x")
     assert_acs_error(st, h, d, 401, "Denied")
+    # ... which inherits nothing of the old one: no keys, suppressions,
+    # webhooks, operations or events
+    assert p.ctl_json("apikey", "list", "gone") == []
+    assert p.ctl_json("suppression", "list", "gone") == []
+    assert p.ctl_json("webhook", "list", "gone") == []
+    _, _, key = connection_string(p.ctl("apikey", "add", "gone").stdout)
+    api = Api(env.https_port, key, env.api.certs)
+    assert api.status("gone-op")[0] == 404
+    st, _, d = api.request("GET", "/events?since=0")
+    assert st == 200 and d["events"] == [], d
 
 
 # ------------------------------------------------------------------ errors

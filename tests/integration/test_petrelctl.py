@@ -481,6 +481,11 @@ def test_tenant_del_cascade(p):
     ok(p, "domain", "add", "beta", "beta.example")
     ok(p, "network", "add", "beta", "10.2.0.0/16")
 
+    for t in ("acme", "beta"):
+        ok(p, "apikey", "add", t, "k1")
+        ok(p, "suppression", "add", t, "old@example.test")
+        ok(p, "webhook", "add", t, "http://127.0.0.1:9/" + t)
+
     r = ok(p, "tenant", "del", "acme")
     assert "acme" in r.stdout
     assert [t["name"] for t in p.ctl_json("tenant", "list")] == ["beta"]
@@ -495,8 +500,11 @@ def test_tenant_del_cascade(p):
 
     # a re-created tenant starts empty, and the freed names can be reused
     ok(p, "tenant", "add", "acme")
-    assert p.ctl_json("user", "list", "acme") == []
-    assert p.ctl_json("domain", "list", "acme") == []
+    for noun in ("user", "domain", "apikey", "suppression", "webhook"):
+        assert p.ctl_json(noun, "list", "acme") == [], noun
+    # the other tenant keeps its own
+    for noun in ("apikey", "suppression", "webhook"):
+        assert len(p.ctl_json(noun, "list", "beta")) == 1, noun
     ok(p, "user", "add", "beta", "app", input="another-pw\n")
     ok(p, "domain", "add", "beta", "acme.example")
     ok(p, "network", "add", "beta", "10.1.0.0/16")

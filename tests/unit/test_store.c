@@ -297,6 +297,54 @@ END_TEST
 
 /* Users: three KDF calls in all */
 
+/* prefix_key - "acme", "acme2" or "acm" by i % 3, NUL, i in 5 digits */
+static size_t
+prefix_key(char *buf, int i)
+{
+	const char *t = i % 3 == 0 ? "acme" : i % 3 == 1 ? "acme2" : "acm";
+	size_t tl = strlen(t);
+	char num[16];
+
+	snprintf(num, sizeof(num), "%05d", i);
+	memcpy(buf, t, tl + 1);
+	memcpy(buf + tl + 1, num, 5);
+	return tl + 1 + 5;
+}
+
+/* store_del_prefix - exactly the keys starting with the prefix, over many
+ * pages, with neighbours that differ only after the tenant's name */
+START_TEST(test_del_prefix)
+{
+	MDB_txn *txn;
+	MDB_val k, v;
+	char key[16];
+	int i, n = 0;
+
+	ck_assert_int_eq(mdb_txn_begin(store_env(S), NULL, 0, &txn), 0);
+	for (i = 0; i < 2000; i++) {
+		k.mv_size = prefix_key(key, i);
+		k.mv_data = key;
+		v.mv_size = 1;
+		v.mv_data = "x";
+		ck_assert_int_eq(mdb_put(txn, store_dbi(S, DB_SUPPRESSIONS),
+		    &k, &v, 0), 0);
+	}
+	expect_ok(store_del_prefix(S, txn, DB_SUPPRESSIONS, "acme", 5, &n,
+	    ERR));
+	ck_assert_int_eq(n, 667);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	ck_assert_int_eq(mdb_txn_begin(store_env(S), NULL, MDB_RDONLY, &txn),
+	    0);
+	for (i = 0; i < 2000; i++) {
+		k.mv_size = prefix_key(key, i);
+		k.mv_data = key;
+		ck_assert_int_eq(mdb_get(txn, store_dbi(S, DB_SUPPRESSIONS),
+		    &k, &v), i % 3 == 0 ? MDB_NOTFOUND : 0);
+	}
+	mdb_txn_abort(txn);
+}
+END_TEST
+
 START_TEST(test_users)
 {
 	char *t = NULL, *h = NULL;
@@ -930,6 +978,7 @@ store_suite(void)
 	tcase_add_test(tc, test_store_full);
 	tcase_add_test(tc, test_tenants);
 	tcase_add_test(tc, test_tenant_del_cascades);
+	tcase_add_test(tc, test_del_prefix);
 	tcase_add_test(tc, test_users);
 	tcase_add_test(tc, test_store_domains);
 	tcase_add_test(tc, test_store_domain_full_record);
