@@ -10,8 +10,9 @@
  *          transaction (chunks of SMTPC_RCPTS_MAX recipients).
  *   ddest  a destination: "mx:DOMAIN" (MX lookup of the recipient domain)
  *          or a next hop from relayhost/transport. It holds the ready jobs
- *          (FIFO), the resolved hosts (refcounted, cached
- *          DELIVER_MX_CACHE_MS) and its connections, at most
+ *          (FIFO), the resolved hosts (refcounted, cached for
+ *          their records' smallest TTL, at most DELIVER_MX_CACHE_MS)
+ *          and its connections, at most
  *          smtp_destination_concurrency of them.
  *   dconn  one outbound connection: it walks the destination's addresses
  *          in MX order until one accepts (connection failure, 4xx/5xx
@@ -740,7 +741,11 @@ deliver_dns_done(const struct dns_mx_result *r, void *arg)
 		d->hosts = xcalloc(1, sizeof(*d->hosts));
 		d->hosts->refs = 1;
 		d->hosts->r = dns_mx_result_dup(r);
-		d->hosts->expire_ms = util_now_ms() + DELIVER_MX_CACHE_MS;
+		/* kept as long as its records' TTL allows, at most
+		 * DELIVER_MX_CACHE_MS (libunbound keeps its own cache) */
+		d->hosts->expire_ms = util_now_ms() + (r->ttl >= 0 &&
+		    (uint64_t)r->ttl * 1000 < DELIVER_MX_CACHE_MS ?
+		    (uint64_t)r->ttl * 1000 : DELIVER_MX_CACHE_MS);
 		deliver_dest_run(d);
 	} else if (r->status == DNS_OK || r->status == DNS_TEMPFAIL ||
 	    d->nexthop) {

@@ -27,7 +27,8 @@ struct deliver;
 #define DELIVER_SCAN_BATCH	1000	/* messages loaded per scan at most */
 #define DELIVER_INFLIGHT_MAX	20000	/* messages in memory at most */
 #define DELIVER_IDLE_MS		3000	/* idle outbound connection kept */
-#define DELIVER_MX_CACHE_MS	60000	/* MX answer reused this long */
+#define DELIVER_MX_CACHE_MS	60000	/* MX answer reused at most this long
+					 * (less when its TTL is shorter) */
 #define DELIVER_DEAD_MS		2000	/* after every address of a
 					   destination failed: no new
 					   connection attempt this long */

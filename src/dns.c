@@ -93,6 +93,7 @@ struct dns_req {
 	int			 def_status;
 	const char		*def_error;
 	int			 implicit;
+	int			 ttl;		/* smallest TTL seen, -1: none */
 	int			 hoststage;	/* MX answered, hosts running */
 	size_t			 nhosts;
 	struct dns_hw		*hosts;
@@ -485,6 +486,7 @@ dns_req_new(struct dns *dns, enum dns_kind kind, const char *name)
 	req = xcalloc(1, sizeof(*req));
 	req->dns = dns;
 	req->kind = kind;
+	req->ttl = -1;
 	req->starting = 1;
 	if (dns_name_valid(name)) {
 		len = strlen(name);
@@ -783,6 +785,16 @@ dns_start_hosts(struct dns_req *req)
 		dns_hosts_done(req);
 }
 
+/* dns_ttl - an answer (records or NODATA) of st bounds how long req's
+ * result may be kept */
+static void
+dns_ttl(struct dns_req *req, int st, const struct ub_result *res)
+{
+	if ((st == DNS_OK || st == DNS_NODATA) && res != NULL &&
+	    res->ttl >= 0 && (req->ttl < 0 || res->ttl < req->ttl))
+		req->ttl = res->ttl;
+}
+
 /* dns_mx_answer - the MX answer: null MX, implicit MX, or hosts in order */
 static void
 dns_mx_answer(struct dns_req *req, int err, struct ub_result *res)
@@ -793,6 +805,7 @@ dns_mx_answer(struct dns_req *req, int err, struct ub_result *res)
 	int st, rootpref = -1;
 
 	st = dns_classify(err, res, &error);
+	dns_ttl(req, st, res);
 	if (st == DNS_NXDOMAIN || st == DNS_TEMPFAIL) {
 		dns_fail(req, st, error);
 		return;
@@ -911,6 +924,7 @@ dns_addr_answer(struct dns_req *req, const struct dns_q *q, int err,
 	int st;
 
 	st = dns_classify(err, res, &error);
+	dns_ttl(req, st, res);
 	if (st == DNS_OK) {
 		for (i = 0; res->data[i] != NULL; i++) {
 			if (q->rrtype == DNS_RR_A) {
@@ -962,6 +976,7 @@ dns_hosts_done(struct dns_req *req)
 
 	memset(&res, 0, sizeof(res));
 	res.implicit = req->implicit;
+	res.ttl = req->ttl;
 	res.hosts = xcalloc(req->nhosts, sizeof(*res.hosts));
 	for (i = 0; i < req->nhosts; i++) {
 		struct dns_hw *hw = &req->hosts[i];

@@ -54,6 +54,10 @@ struct dns_mx_result {
 						 * static text, never freed */
 	int			 implicit;	/* 1: no MX, the domain's own
 						 * addresses (RFC 5321 5.1) */
+	int			 ttl;		/* seconds the answer may be
+						 * kept: the smallest TTL of
+						 * the MX and address records
+						 * used; -1 when none */
 	size_t			 nhosts;
 	struct dns_mx_host	*hosts;		/* in the order to try */
 };

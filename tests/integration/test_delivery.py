@@ -202,6 +202,35 @@ def test_ipv6_mx(petrel_factory, unbound_factory, sink_factory):
         "mx.v6.test[::1]:%d" % e.port
 
 
+def test_mx_answer_kept_no_longer_than_its_ttl(petrel_factory,
+                                              unbound_factory, sink_factory):
+    """a destination still busy after its records' TTL looks them up
+    again: a new connection goes to the new MX"""
+    ttl_recs = lambda mx, ip: [("ttl.test", "MX", "10 %s." % mx, 1),
+                               (mx, "A", ip, 1)]
+    e = Env(petrel_factory, unbound_factory,
+            ttl_recs("mx1.ttl.test", HOSTS[0]))
+    in_data = threading.Event()
+
+    def slow(envelope):
+        in_data.set()
+        time.sleep(4)       # holds the first connection busy
+        return None
+    s1 = fresh(sink_factory, HOSTS[0], e.port, data_reply=slow)
+    s2 = fresh(sink_factory, HOSTS[1], e.port)
+    t0 = time.time()
+    qa = e.send(["a@ttl.test"], "first")
+    assert in_data.wait(20), "first message never reached mx1"
+    e.ub.set_records(ttl_recs("mx2.ttl.test", HOSTS[1]))
+    time.sleep(max(0, t0 + 2 - time.time()))   # the 1 s TTL runs out
+    qb = e.send(["b@ttl.test"], "second")
+    assert s2.wait_for(1, timeout=20)[0]["rcpt_tos"] == ["b@ttl.test"]
+    assert s1.wait_for(1, timeout=20)[0]["rcpt_tos"] == ["a@ttl.test"]
+    e.wait_status(qa, ["delivered"])
+    e.wait_status(qb, ["delivered"])
+    assert len(s1.messages) == 1
+
+
 def test_relayhost(petrel_factory, unbound_factory, sink_factory):
     port = pf.common_port(HOSTS)
     e = Env(petrel_factory, unbound_factory, [],

@@ -34,6 +34,11 @@ RECORDS = [
     ("mx2a.example.test.", "A", "127.0.0.21"),
     ("mx2b.example.test.", "A", "127.0.0.22"),
     ("mx3.example.test.", "AAAA", "2001:db8::3"),
+    # TTLs: the MX 300 s, one host's A 7 s, the other's 40 s
+    ("ttlmix.test.", "MX", "10 mxa.ttlmix.test.", 300),
+    ("ttlmix.test.", "MX", "20 mxb.ttlmix.test.", 300),
+    ("mxa.ttlmix.test.", "A", "127.0.0.31", 40),
+    ("mxb.ttlmix.test.", "A", "127.0.0.32", 7),
     # implicit MX
     ("aonly.test.", "A", "127.0.0.5"),
     ("v6only.test.", "AAAA", "2001:db8::6"),
@@ -154,6 +159,8 @@ def parse(out):
             error = line.split(" ", 1)[1]
         elif line == "implicit":
             implicit = True
+        elif line.startswith("ttl "):
+            pass                    # see test_mx_ttl_is_the_smallest
         elif line.startswith("txt "):
             txts.append(line[4:])
         elif line.strip():
@@ -193,6 +200,15 @@ def test_mx_equal_preferences_random(probe_path, ub):
             break
     assert seen == {("mx2a.example.test", "mx2b.example.test"),
                     ("mx2b.example.test", "mx2a.example.test")}
+
+
+def test_mx_ttl_is_the_smallest(probe_path, ub):
+    """the result may be kept as long as its shortest-lived record"""
+    out = run_probe(probe_path, ub.addr, "mx", "ttlmix.test")
+    assert parse(out)[0] == "OK"
+    assert "\nttl 7\n" in out, out
+    out = run_probe(probe_path, ub.addr, "mx", "aonly.test")     # implicit
+    assert "\nttl 60\n" in out, out
 
 
 def test_mx_case_and_trailing_dot(probe_path, ub):

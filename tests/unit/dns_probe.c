@@ -62,6 +62,8 @@ probe_print_mx(const struct dns_mx_result *res)
 		printf("error %s\n", res->error);
 	if (res->implicit)
 		printf("implicit\n");
+	if (res->status == DNS_OK)
+		printf("ttl %d\n", res->ttl);
 	for (i = 0; i < res->nhosts; i++) {
 		const struct dns_mx_host *h = &res->hosts[i];
 
