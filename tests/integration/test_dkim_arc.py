@@ -13,7 +13,6 @@ keys of a previous hop (dkimpy signs and seals with them).
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -14,7 +14,6 @@ Delivery set-up as in test_delivery.py (a real unbound, aiosmtpd sinks on
 import base64
 import email
 import http.client
-import json
 import re
 import time
 import urllib.parse
@@ -25,7 +24,7 @@ import pytest
 
 import petrel_fixtures as pf
 from test_delivery import HOSTS, Env, dsn_of, fresh
-from test_http_api import API, Api, assert_acs_error, connection_string
+from test_http_api import Api, assert_acs_error, connection_string
 
 
 class HttpEnv(Env):
