@@ -442,8 +442,7 @@ admin_network_list(struct store *st)
 	return l != NULL ? l : json_array();
 }
 
-/* admin_cidr_arg - canonical CIDR, petrelctl's message when invalid */
-static int
+int
 admin_cidr_arg(const char *in, char *out, size_t len, int *status_r,
     char **err_r)
 {

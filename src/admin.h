@@ -58,6 +58,10 @@ json_t *admin_domain_view(const json_t *rec);
 void admin_strip_secrets(json_t *j);
 
 json_t *admin_network_list(struct store *);
+/* admin_cidr_arg - the canonical form of a CIDR argument into out; -1
+ * and *err_r ("invalid network ...") when it is not one */
+int admin_cidr_arg(const char *in, char *out, size_t len, int *status_r,
+    char **err_r);
 json_t *admin_network_add(struct store *, const char *tenant,
     const char *cidr, int *status_r, char **err_r);
 int admin_network_del(struct store *, const char *cidr, int *status_r,

@@ -472,15 +472,12 @@ ctl_valid_localpart(const char *s, const char **err_r)
 static int
 ctl_tenant_add(struct ctl *ctl, int argc, char **argv)
 {
-	const char *verr;
+	json_t *r;
 	char *err = NULL;
 
-	if (store_valid_name(argv[0], &verr) == -1) {
-		ctl_err("invalid tenant name: %s", verr);
-		return CTL_EXIT_FAIL;
-	}
-	if (store_tenant_add(ctl->store, argv[0], &err) == -1)
+	if ((r = admin_tenant_add(ctl->store, argv[0], NULL, &err)) == NULL)
 		return ctl_fail(err, "cannot add tenant");
+	json_decref(r);
 	printf("tenant %s added\n", argv[0]);
 	return CTL_EXIT_OK;
 }
@@ -488,11 +485,7 @@ ctl_tenant_add(struct ctl *ctl, int argc, char **argv)
 static int
 ctl_tenant_list(struct ctl *ctl, int argc, char **argv)
 {
-	json_t *list = store_tenant_list(ctl->store);
-
-	if (list == NULL)
-		list = json_array();
-	return ctl_print_names(ctl, list, "TENANT");
+	return ctl_print_names(ctl, admin_tenant_list(ctl->store), "TENANT");
 }
 
 static int
@@ -516,7 +509,7 @@ ctl_user_add(struct ctl *ctl, int argc, char **argv)
 {
 	char pw[PASSWORD_MAX_LEN + 2], *err = NULL;
 	const char *perr = NULL;
-	int rc;
+	json_t *r;
 
 	if (ctl_tenant_check(ctl, argv[0]) == -1)
 		return CTL_EXIT_FAIL;
@@ -525,10 +518,11 @@ ctl_user_add(struct ctl *ctl, int argc, char **argv)
 		ctl_err("%s", perr);
 		return CTL_EXIT_FAIL;
 	}
-	rc = store_user_add(ctl->store, argv[0], argv[1], pw, &err);
+	r = admin_user_add(ctl->store, argv[0], argv[1], pw, NULL, &err);
 	explicit_bzero(pw, sizeof(pw));
-	if (rc == -1)
+	if (r == NULL)
 		return ctl_fail(err, "cannot add user");
+	json_decref(r);
 	printf("user %s added to tenant %s\n", argv[1], argv[0]);
 	return CTL_EXIT_OK;
 }
@@ -538,9 +532,7 @@ ctl_user_del(struct ctl *ctl, int argc, char **argv)
 {
 	char *err = NULL;
 
-	if (ctl_tenant_check(ctl, argv[0]) == -1)
-		return CTL_EXIT_FAIL;
-	if (store_user_del(ctl->store, argv[0], argv[1], &err) == -1)
+	if (admin_user_del(ctl->store, argv[0], argv[1], NULL, &err) == -1)
 		return ctl_fail(err, "cannot delete user");
 	printf("user %s deleted from tenant %s\n", argv[1], argv[0]);
 	return CTL_EXIT_OK;
@@ -553,11 +545,8 @@ ctl_user_list(struct ctl *ctl, int argc, char **argv)
 	char *err = NULL, when[64];
 	size_t i;
 
-	if (ctl_tenant_check(ctl, argv[0]) == -1)
-		return CTL_EXIT_FAIL;
-	if ((list = store_user_list(ctl->store, argv[0], &err)) == NULL)
+	if ((list = admin_user_list(ctl->store, argv[0], NULL, &err)) == NULL)
 		return ctl_fail(err, "cannot list users");
-	admin_strip_secrets(list);
 	if (ctl->json)
 		ctl_print_json(list);
 	else {
@@ -631,21 +620,16 @@ ctl_domain_add_managed(struct ctl *ctl, int argc, char **argv)
 static int
 ctl_domain_list(struct ctl *ctl, int argc, char **argv)
 {
-	const char *tenant = argc > 0 ? argv[0] : NULL;
-	json_t *list, *out, *d;
+	json_t *list, *d;
+	char *err = NULL;
 	size_t i;
 
-	if (tenant != NULL && ctl_tenant_check(ctl, tenant) == -1)
-		return CTL_EXIT_FAIL;
-	if ((list = store_domain_list(ctl->store, tenant)) == NULL)
-		list = json_array();
-	if (ctl->json) {
-		out = json_array();
-		json_array_foreach(list, i, d)
-			json_array_append_new(out, admin_domain_view(d));
-		ctl_print_json(out);
-		json_decref(out);
-	} else {
+	if ((list = admin_domain_list(ctl->store, argc > 0 ? argv[0] : NULL,
+	    NULL, &err)) == NULL)
+		return ctl_fail(err, "cannot list domains");
+	if (ctl->json)
+		ctl_print_json(list);
+	else {
 		printf("%-40s %-20s %-8s %s\n", "DOMAIN", "TENANT", "KIND",
 		    "STATUS");
 		json_array_foreach(list, i, d)
@@ -839,48 +823,27 @@ ctl_domain_rotate_dkim(struct ctl *ctl, int argc, char **argv)
 
 /* --- relay networks --- */
 
-/* ctl_cidr_arg - canonical form of a CIDR argument, or a message */
-static int
-ctl_cidr_arg(const char *in, char *out, size_t len)
-{
-	struct cidr c;
-	const char *err = NULL;
-	char *safe;
-
-	if (netaddr_parse_cidr(in, &c, &err) == -1) {
-		safe = util_sanitize(in, 128);
-		ctl_err("invalid network \"%s\": %s", safe,
-		    err != NULL ? err : "malformed");
-		free(safe);
-		return -1;
-	}
-	netaddr_cidr_str(&c, out, len);
-	return 0;
-}
-
 static int
 ctl_network_add(struct ctl *ctl, int argc, char **argv)
 {
-	char cidr[64], *err = NULL;
+	json_t *r;
+	char *err = NULL;
 
-	if (ctl_tenant_check(ctl, argv[0]) == -1)
-		return CTL_EXIT_FAIL;
-	if (ctl_cidr_arg(argv[1], cidr, sizeof(cidr)) == -1)
-		return CTL_EXIT_FAIL;
-	if (store_network_add(ctl->store, argv[0], cidr, &err) == -1)
+	if ((r = admin_network_add(ctl->store, argv[0], argv[1], NULL,
+	    &err)) == NULL)
 		return ctl_fail(err, "cannot add network");
-	printf("network %s added for tenant %s\n", cidr, argv[0]);
+	printf("network %s added for tenant %s\n", ctl_str(r, "cidr", "?"),
+	    argv[0]);
+	json_decref(r);
 	return CTL_EXIT_OK;
 }
 
 static int
 ctl_network_list(struct ctl *ctl, int argc, char **argv)
 {
-	json_t *list = store_network_list(ctl->store), *n;
+	json_t *list = admin_network_list(ctl->store), *n;
 	size_t i;
 
-	if (list == NULL)
-		list = json_array();
 	if (ctl->json)
 		ctl_print_json(list);
 	else {
@@ -898,9 +861,8 @@ ctl_network_del(struct ctl *ctl, int argc, char **argv)
 {
 	char cidr[64], *err = NULL;
 
-	if (ctl_cidr_arg(argv[0], cidr, sizeof(cidr)) == -1)
-		return CTL_EXIT_FAIL;
-	if (store_network_del(ctl->store, cidr, &err) == -1)
+	if (admin_cidr_arg(argv[0], cidr, sizeof(cidr), NULL, &err) == -1 ||
+	    admin_network_del(ctl->store, cidr, NULL, &err) == -1)
 		return ctl_fail(err, "cannot delete network");
 	printf("network %s deleted\n", cidr);
 	return CTL_EXIT_OK;
