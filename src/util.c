@@ -311,9 +311,13 @@ util_parse_duration(const char *s, long *secs_r, const char **err_r)
 int
 util_parse_size(const char *s, uint64_t *bytes_r, const char **err_r)
 {
-	static const uint64_t mult[] = { 1024, 1024, 1024ULL * 1024,
-	    1024ULL * 1024 * 1024, 1024ULL * 1024 * 1024, 1024ULL * 1024 * 1024 * 1024,
-	    1024ULL * 1024 * 1024 * 1024 };
+	/* one multiplier per letter of the unit string */
+	static const uint64_t mult[] = {
+		1ULL << 10, 1ULL << 10,		/* k K */
+		1ULL << 20, 1ULL << 20,		/* M m */
+		1ULL << 30, 1ULL << 30,		/* G g */
+		1ULL << 40			/* T */
+	};
 
 	return parse_scaled(s, "kKMmGgT", mult, bytes_r, err_r);
 }

@@ -534,8 +534,12 @@ START_TEST(test_parse_size)
 	ck_assert_uint_eq(v, 10240);
 	ck_assert_int_eq(util_parse_size("25M", &v, &err), 0);
 	ck_assert_uint_eq(v, 25ULL << 20);
+	ck_assert_int_eq(util_parse_size("25m", &v, &err), 0);
+	ck_assert_uint_eq(v, 25ULL << 20);
 	ck_assert_int_eq(util_parse_size("1G", &v, &err), 0);
 	ck_assert_uint_eq(v, 1ULL << 30);
+	ck_assert_int_eq(util_parse_size("3g", &v, &err), 0);
+	ck_assert_uint_eq(v, 3ULL << 30);
 	ck_assert_int_eq(util_parse_size("2T", &v, &err), 0);
 	ck_assert_uint_eq(v, 2ULL << 40);
 	ck_assert_int_eq(util_parse_size("", &v, &err), -1);
