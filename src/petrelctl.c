@@ -176,7 +176,7 @@ static const struct ctl_cmd ctl_cmds[] = {
 	    CTL_JSON, "list the webhooks of a tenant (no secrets)" },
 	{ "webhook", "del", 2, 2, ctl_webhook_del, "TENANT ID", 0,
 	    "delete a webhook" },
-	{ "log", "search", 2, 4, ctl_log_search,
+	{ "log", "search", 2, 6, ctl_log_search,
 	    "--message-id ID | --recipient ADDR [--tenant T] [--json]",
 	    CTL_JSON, "a message's or recipient's events, in order" },
 };
@@ -1612,6 +1612,8 @@ main(int argc, char **argv)
 	}
 
 	rc = cmd->handler(&ctl, npos - 2, pos + 2);
+	if (rc == CTL_EXIT_USAGE)	/* a handler's own argument check */
+		ctl_usage_line(stderr, cmd);
 	if (fflush(stdout) == EOF || ferror(stdout)) {
 		ctl_err("write error on stdout: %s", strerror(errno));
 		rc = CTL_EXIT_FAIL;

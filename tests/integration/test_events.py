@@ -236,8 +236,17 @@ def test_webhook_signed_ordered_and_log_search(petrel_factory,
         assert "550 5.1.1" in lines[1] and qid in lines[1]
         assert e.p.ctl_json("log", "search", "--message-id", msgid,
                             "--tenant", "other") == []
+        # all three options, each with its value as the next argument
+        st3 = e.p.ctl_json("log", "search", "--message-id", msgid,
+                           "--recipient", "later@dest.test", "--tenant",
+                           "acme")
+        assert [x["type"] for x in st3] == ["queued", "deferred",
+                                            "delivered"], st3
         r = e.p.ctl("log", "search", check=False)
         assert r.returncode == 2
+        r = e.p.ctl("log", "search", "--tenant", "acme", check=False)
+        assert r.returncode == 2
+        assert "usage: petrelctl [-c conf] log search" in r.stderr, r.stderr
         # the secret appears nowhere in the log
         assert rcv.secret not in e.p.log()
     finally:
