@@ -241,6 +241,32 @@ skip_quoted(const char *s, size_t len, size_t i)
 	return 0;
 }
 
+int
+smtp_8bit(const char *p, const char *end)
+{
+	for (; p < end; p++)
+		if ((unsigned char)*p > 127)
+			return 1;
+	return 0;
+}
+
+int
+smtp_has_keyword(const char *p, const char *end, const char *kw)
+{
+	size_t kl = strlen(kw);
+	const char *w;
+
+	while (p < end) {
+		while (p < end && *p == ' ')
+			p++;
+		for (w = p; p < end && *p != ' '; p++)
+			;
+		if ((size_t)(p - w) == kl && strncasecmp(w, kw, kl) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 /* smtp_parse_path - "<>" or "<[route:]local@domain>" */
 int
 smtp_parse_path(const char *s, size_t len, int allow_utf8, int allow_null,

@@ -39,6 +39,12 @@ struct smtp_path {
 #define SMTP_PATH_UTF8		-2	/* non-ASCII without SMTPUTF8: 553 5.6.7 */
 #define SMTP_PATH_TOOLONG	-3	/* 501 5.1.x, too long */
 
+/* smtp_8bit - whether [p, end) holds a byte above 127 */
+int smtp_8bit(const char *p, const char *end);
+/* smtp_has_keyword - whether the space-separated words of [p, end)
+ * include kw, alone (no "=value"), in any case */
+int smtp_has_keyword(const char *p, const char *end, const char *kw);
+
 /* smtp_parse_path - s points at '<'. Parses "<>" (when allow_null),
  * "<[@a,@b:]local@domain>" with quoted local parts, address literals and,
  * when allow_utf8, UTF-8 (RFC 6531). *used_r: bytes consumed through '>'.

@@ -88,6 +88,12 @@
 #define SMTP_HELO_MAX		255
 #define SMTP_IPTAB		1024
 #define SMTP_AUTH_WINDOW	60		/* seconds of failure memory */
+/* past the connection caps, an implicit-TLS client can only read the 421
+ * after a handshake: at most this many such handshakes at once, each
+ * given this long; beyond them the connection is just closed */
+#define SMTP_BUSY_TLS_MAX	16
+#define SMTP_BUSY_TLS_MS	10000
+#define SMTP_BUSY_REPLY		"421 4.7.0 Too many connections\r\n"
 
 enum smtp_state {
 	S_NEW,			/* just accepted */
@@ -168,6 +174,9 @@ struct smtp_session {
 	int			 line_skip;	/* discarding an overlong line */
 	unsigned		 nerrors;
 	int			 shutdown;	/* 421 once idle */
+	int			 busy;		/* over the caps (465): 421
+						 * after the handshake; not
+						 * counted in the caps */
 	/* BDAT chunk in progress */
 	uint64_t		 bdat_left, bdat_size;
 	int			 bdat_last;
@@ -186,6 +195,7 @@ struct smtp_authjob {
 static TAILQ_HEAD(, smtp_session) smtp_sessions =
     TAILQ_HEAD_INITIALIZER(smtp_sessions);
 static unsigned smtp_nsessions;
+static unsigned smtp_nbusy;		/* sessions with busy set */
 static struct smtp_ipent *smtp_iptab[SMTP_IPTAB];
 static struct event *smtp_sweep_ev;
 static char *smtp_dummy_hash;
@@ -573,6 +583,12 @@ smtp_tls_ready(struct smtp_session *s)
 		s->tls_version = xstrdup(SSL_get_version(ssl));
 		s->tls_cipher = xstrdup(SSL_get_cipher_name(ssl));
 		s->tls_bits = SSL_get_cipher_bits(ssl, NULL);
+	}
+	if (s->busy) {
+		evbuffer_add(smtp_out(s), SMTP_BUSY_REPLY,
+		    sizeof(SMTP_BUSY_REPLY) - 1);
+		smtp_close(s);
+		return;
 	}
 	log_info("sid=%s event=tls version=%s cipher=%s", s->sid,
 	    s->tls_version ? s->tls_version : "?",
@@ -1094,7 +1110,7 @@ cmd_mail(struct smtp_session *s, const char *arg, size_t len)
 {
 	struct smtp_path path;
 	struct smtp_param prm;
-	const char *p, *end = arg + len, *err = NULL;
+	const char *p, *end = arg + len, *err = NULL, *gt;
 	char xbuf[ADDRESS_MAX_LEN + 1], norm[DOMAIN_MAX_LEN + 1];
 	int smtputf8 = 0, binary = 0, seen_size = 0, seen_body = 0, rc;
 	uint64_t size;
@@ -1117,8 +1133,16 @@ cmd_mail(struct smtp_session *s, const char *arg, size_t len)
 		p++;
 	rc = smtp_parse_path(p, (size_t)(end - p), 1, 1, &path, &used, &err);
 	if (rc != SMTP_PATH_OK) {
-		smtp_reply(s, 501, "5.1.7", "Bad sender address syntax: %s",
-		    err);
+		/* not UTF-8 either (e.g. Latin-1): still non-ASCII */
+		gt = memchr(p, '>', (size_t)(end - p));
+		if (smtp_8bit(p, gt != NULL ? gt : end) &&
+		    !smtp_has_keyword(gt != NULL ? gt + 1 : end, end,
+		    "SMTPUTF8"))
+			smtp_reply(s, 553, "5.6.7", "Non-ASCII sender address "
+			    "needs the SMTPUTF8 parameter");
+		else
+			smtp_reply(s, 501, "5.1.7", "Bad sender address "
+			    "syntax: %s", err);
 		return;
 	}
 	p += used;
@@ -1233,7 +1257,7 @@ cmd_rcpt(struct smtp_session *s, const char *arg, size_t len)
 	struct smtp_tx *tx = s->tx;
 	struct smtp_path path;
 	struct smtp_param prm;
-	const char *p, *end = arg + len, *err = NULL, *semi;
+	const char *p, *end = arg + len, *err = NULL, *semi, *gt;
 	char xbuf[ADDRESS_MAX_LEN * 2 + 1];
 	size_t used;
 	int rc;
@@ -1255,8 +1279,13 @@ cmd_rcpt(struct smtp_session *s, const char *arg, size_t len)
 		p++;
 	rc = smtp_parse_path(p, (size_t)(end - p), 1, 0, &path, &used, &err);
 	if (rc != SMTP_PATH_OK) {
-		smtp_reply(s, 501, "5.1.3", "Bad recipient address syntax: "
-		    "%s", err);
+		gt = memchr(p, '>', (size_t)(end - p));
+		if (!tx->smtputf8 && smtp_8bit(p, gt != NULL ? gt : end))
+			smtp_reply(s, 553, "5.6.7", "Non-ASCII recipient "
+			    "address needs SMTPUTF8");
+		else
+			smtp_reply(s, 501, "5.1.3", "Bad recipient address "
+			    "syntax: %s", err);
 		return;
 	}
 	p += used;
@@ -1728,7 +1757,10 @@ static void
 cmd_vrfy(struct smtp_session *s, const char *arg, size_t len)
 {
 	(void)arg;
-	(void)len;
+	if (len == 0) {
+		smtp_reply(s, 501, "5.5.4", "Syntax: VRFY <address>");
+		return;
+	}
 	evbuffer_add_printf(smtp_out(s), "252 2.5.0 Cannot VRFY user, but "
 	    "will accept message and attempt delivery\r\n");
 }
@@ -1969,15 +2001,19 @@ smtp_io(struct smtp_session *s, enum smtp_event ev)
 static void
 smtp_free(struct smtp_session *s, const char *reason)
 {
-	log_info("sid=%s event=disconnect ip=%s state=%s reason=%s", s->sid,
-	    s->ip, smtp_state_names[s->state], reason);
+	if (!s->busy)		/* a busy one logged its reject */
+		log_info("sid=%s event=disconnect ip=%s state=%s reason=%s",
+		    s->sid, s->ip, smtp_state_names[s->state], reason);
 	if (s->authjob != NULL)
 		s->authjob->s = NULL;	/* the worker's job frees itself */
 	if (s->qreq != NULL)
 		queue_cancel(s->qreq);
 	smtp_tx_free(s);
 	TAILQ_REMOVE(&smtp_sessions, s, entry);
-	smtp_nsessions--;
+	if (s->busy)
+		smtp_nbusy--;
+	else
+		smtp_nsessions--;
 	if (s->ipent != NULL) {
 		s->ipent->nconn--;
 		ip_maybe_drop(s->ipent);
@@ -2043,12 +2079,12 @@ void
 smtp_server_accept(enum smtp_listener l, evutil_socket_t fd,
     const struct sockaddr *sa, int salen)
 {
-	static const char busy[] = "421 4.7.0 Too many connections\r\n";
 	struct smtp_session *s;
 	struct smtp_ipent *e;
 	char ip[INET6_ADDRSTRLEN], sid[13];
 	unsigned maxc = env->conf->max_connections;
 	unsigned maxip = env->conf->max_connections_per_ip;
+	int busy = 0;
 	SSL *ssl;
 
 	(void)salen;
@@ -2066,22 +2102,33 @@ smtp_server_accept(enum smtp_listener l, evutil_socket_t fd,
 		log_info("sid=%s event=reject code=421 esc=4.7.0 ip=%s "
 		    "reason=\"too many connections (total %u, this ip %u)\"",
 		    sid, ip, smtp_nsessions, e->nconn);
-		if (l != SMTP_LISTEN_SUBMISSIONS)
-			(void)send(fd, busy, sizeof(busy) - 1,
-			    MSG_DONTWAIT | MSG_NOSIGNAL);
-		evutil_closesocket(fd);
 		ip_maybe_drop(e);
-		return;
+		if (l != SMTP_LISTEN_SUBMISSIONS) {
+			(void)send(fd, SMTP_BUSY_REPLY,
+			    sizeof(SMTP_BUSY_REPLY) - 1,
+			    MSG_DONTWAIT | MSG_NOSIGNAL);
+			evutil_closesocket(fd);
+			return;
+		}
+		if (smtp_nbusy >= SMTP_BUSY_TLS_MAX || env->ssl_server == NULL) {
+			evutil_closesocket(fd);
+			return;
+		}
+		busy = 1;	/* the 421 once the client speaks TLS */
 	}
 	s = xcalloc(1, sizeof(*s));
 	memcpy(s->sid, sid, sizeof(s->sid));
 	memcpy(s->ip, ip, sizeof(s->ip));
 	s->listener = l;
 	s->fd = fd;
-	s->ipent = e;
-	e->nconn++;
 	TAILQ_INSERT_TAIL(&smtp_sessions, s, entry);
-	smtp_nsessions++;
+	if ((s->busy = busy))
+		smtp_nbusy++;
+	else {
+		s->ipent = e;
+		e->nconn++;
+		smtp_nsessions++;
+	}
 	s->timer = evtimer_new(env->base, smtp_timercb, s);
 	if (l == SMTP_LISTEN_SUBMISSIONS) {
 		if (env->ssl_server == NULL ||
@@ -2108,6 +2155,12 @@ smtp_server_accept(enum smtp_listener l, evutil_socket_t fd,
 	if (s->bev == NULL)
 		fatalx("smtp: bufferevent_socket_new failed");
 	smtp_bev_setup(s);
+	if (busy) {
+		smtp_enter_state(s, S_TLS_HANDSHAKE);
+		bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+		smtp_timer_arm(s, SMTP_BUSY_TLS_MS);
+		return;
+	}
 	if (l == SMTP_LISTEN_RELAY) {
 		/* looked up per connection: petrelctl changes apply at once */
 		s->net_tenant = store_network_lookup(env->store, sa);

@@ -616,9 +616,34 @@ def test_non_ascii_sender(petrel, tenant):
     c = auth_raw(petrel, tenant)
     r = c.cmd("MAIL FROM:<j\u00f6rg@%s>" % tenant["domain"])
     assert r.startswith("553 5.6.7"), r
+    # not UTF-8 at all (a Latin-1 byte): non-ASCII just the same
+    c.send(b"MAIL FROM:<j\xf6rg@" + tenant["domain"].encode() + b">\r\n")
+    r = c.reply()
+    assert r.startswith("553 5.6.7"), r
+    # ... while with SMTPUTF8 it is a syntax error
+    c.send(b"MAIL FROM:<j\xf6rg@" + tenant["domain"].encode() +
+           b"> SMTPUTF8\r\n")
+    r = c.reply()
+    assert r.startswith("501 5.1.7"), r
+    r = c.cmd("MAIL FROM:<app@%s>" % tenant["domain"])
+    assert r.startswith("250"), r
+    c.send(b"RCPT TO:<\xfcser@example.net>\r\n")
+    r = c.reply()
+    assert r.startswith("553 5.6.7"), r
+    assert c.cmd("RSET").startswith("250")
     r = c.cmd("MAIL FROM:<j\u00f6rg@%s> SMTPUTF8" % tenant["domain"])
     assert r.startswith("250"), r
     assert c.cmd("RCPT TO:<\u00fcser@example.net>").startswith("250")
+    c.close()
+
+
+def test_vrfy(petrel, tenant):
+    c = Raw(petrel.ports["submission"])
+    assert c.cmd("EHLO client.test").startswith("250")
+    r = c.cmd("VRFY someone@example.net")
+    assert r.startswith("252 2.5.0"), r
+    r = c.cmd("VRFY")
+    assert r.startswith("501 5.5.4"), r
     c.close()
 
 
@@ -732,6 +757,11 @@ def test_connection_caps(petrel_factory):
     # total cap reached
     over = Raw(port, source="127.0.0.9")
     assert over.greeting.startswith("421 4.7.0")
+    # implicit TLS (465): the 421 comes once the client speaks TLS
+    tls = Raw(p.ports["submissions"], tls=True, certs=p.certs,
+              source="127.0.0.10")
+    assert tls.greeting.startswith("421 4.7.0"), tls.greeting
+    assert tls.closed()
     held[0].cmd("QUIT")
     held[0].close()
     pf.wait_for(lambda: Raw(port).greeting.startswith("220"),

@@ -484,6 +484,25 @@ from(const char *v, char *l, char *d)
 	return smtp_header_from(v, strlen(v), l, d, &err);
 }
 
+START_TEST(test_8bit_keyword)
+{
+	static const char a[] = "<j\xf6rg@x>", b[] = "<jorg@x>";
+	static const char p[] = " SIZE=10 smtputf8  BODY=8BITMIME";
+
+	ck_assert_int_eq(smtp_8bit(a, a + sizeof(a) - 1), 1);
+	ck_assert_int_eq(smtp_8bit(b, b + sizeof(b) - 1), 0);
+	ck_assert_int_eq(smtp_8bit(a, a + 2), 0);	/* stops at end */
+	ck_assert_int_eq(smtp_has_keyword(p, p + sizeof(p) - 1, "SMTPUTF8"),
+	    1);
+	ck_assert_int_eq(smtp_has_keyword(p, p + sizeof(p) - 1, "SIZE"), 0);
+	ck_assert_int_eq(smtp_has_keyword(p, p + sizeof(p) - 1, "BODY"), 0);
+	ck_assert_int_eq(smtp_has_keyword(p, p + 10, "SMTPUTF8"), 0);
+	ck_assert_int_eq(smtp_has_keyword(p, p + 17, "SMTPUTF8"), 1);
+	ck_assert_int_eq(smtp_has_keyword(p, p + 16, "SMTPUTF8"), 0);
+	ck_assert_int_eq(smtp_has_keyword(p, p, "SMTPUTF8"), 0);
+}
+END_TEST
+
 START_TEST(test_header_from)
 {
 	char l[LOCALPART_MAX_LEN + 1], d[DOMAIN_MAX_LEN + 1];
@@ -556,6 +575,7 @@ smtp_parse_suite(void)
 	tc = tcase_create("headers");
 	tcase_add_test(tc, test_header_scan);
 	tcase_add_test(tc, test_header_from);
+	tcase_add_test(tc, test_8bit_keyword);
 	suite_add_tcase(s, tc);
 	return s;
 }
