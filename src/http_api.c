@@ -237,7 +237,8 @@ http_jstr(const char *s)
 	return j != NULL ? j : json_string("?");
 }
 
-/* http_idchar - characters of an operation id */
+/* http_valid_opid - an operation id (or a client request id): 1 to
+ * HTTP_OPID_MAX of A-Z a-z 0-9 - _ */
 static int
 http_valid_opid(const char *s, size_t len)
 {
@@ -337,11 +338,19 @@ static void
 http_reply(struct evhttp_request *req, const char *rid, int status,
     json_t *j)
 {
+	struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
 	struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
 	struct evbuffer *buf;
+	const char *crid, *ret;
 	char *s;
 
 	evhttp_add_header(oh, "x-ms-request-id", rid);
+	/* the Azure SDKs ask for their own request id back */
+	if ((crid = evhttp_find_header(ih, "x-ms-client-request-id")) != NULL &&
+	    (ret = evhttp_find_header(ih, "x-ms-return-client-request-id")) !=
+	    NULL && strcasecmp(ret, "true") == 0 &&
+	    http_valid_opid(crid, strlen(crid)))
+		evhttp_add_header(oh, "x-ms-client-request-id", crid);
 	if ((buf = evbuffer_new()) == NULL)
 		fatalx("http: evbuffer_new failed");
 	if (j != NULL) {
@@ -602,19 +611,22 @@ deny:
 
 /* --- operation records --- */
 
-/* http_opkey - 'o' + tenant + NUL + opid; returns the length */
+/* http_opkey - 'o' + tenant + NUL + lower(opid); returns the length.
+ * Operation ids are GUIDs as a rule, which compare in any case. */
 static size_t
 http_opkey(const char *tenant, const char *opid,
     unsigned char buf[HTTP_OPKEY_MAX])
 {
-	size_t tl = strlen(tenant), ol = strlen(opid);
+	size_t tl = strlen(tenant), ol = strlen(opid), i;
 
 	if (tl > NAME_MAX_LEN || ol > HTTP_OPID_MAX)
 		fatalx("http_opkey: bad lengths");
 	buf[0] = APIKEY_REC_OP;
 	memcpy(buf + 1, tenant, tl);
 	buf[1 + tl] = '\0';
-	memcpy(buf + 2 + tl, opid, ol);
+	for (i = 0; i < ol; i++)
+		buf[2 + tl + i] = (unsigned char)(opid[i] >= 'A' &&
+		    opid[i] <= 'Z' ? opid[i] - 'A' + 'a' : opid[i]);
 	return 2 + tl + ol;
 }
 
@@ -650,7 +662,7 @@ http_op_pending(const char *tenant, const char *opid)
 	struct http_op *op;
 
 	for (op = http_ops; op != NULL; op = op->next)
-		if (strcmp(op->opid, opid) == 0 &&
+		if (strcasecmp(op->opid, opid) == 0 &&
 		    strcmp(op->tenant, tenant) == 0)
 			return op;
 	return NULL;
@@ -663,15 +675,40 @@ http_oploc(const struct http_ctx *c, const char *opid)
 	const char *host = http_hdr(c, "Host"), *scheme;
 	const char *xfp = http_hdr(c, "X-Forwarded-Proto");
 
+	struct evhttp_connection *evcon;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	const char *rb;
+	char port[8] = "";
+	int p = 0;
+
 	if (host == NULL || !http_valid_host(host))
 		host = env->conf->hostname;
-	if (c->srv->tls)
+	if (c->srv->tls) {
 		scheme = "https";
-	else
+		/* a Host without a port (the Java SDK signs and sends the
+		 * bare host name) means 443 to the client: name the port
+		 * when it is another one. Not for listen_http, which a
+		 * proxy fronts on its own port. */
+		rb = strrchr(host, ']');
+		if (strchr(rb != NULL ? rb : host, ':') == NULL &&
+		    (evcon = evhttp_request_get_connection(c->req)) != NULL &&
+		    getsockname(bufferevent_getfd(
+		    evhttp_connection_get_bufferevent(evcon)),
+		    (struct sockaddr *)&ss, &sl) == 0) {
+			if (ss.ss_family == AF_INET)
+				p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+			else if (ss.ss_family == AF_INET6)
+				p = ntohs(((struct sockaddr_in6 *)&ss)->
+				    sin6_port);
+			if (p != 0 && p != 443)
+				snprintf(port, sizeof(port), ":%d", p);
+		}
+	} else
 		scheme = xfp != NULL && strcasecmp(xfp, "https") == 0 ?
 		    "https" : "http";
-	return xasprintf("%s://%s/emails/operations/%s?api-version=%s",
-	    scheme, host, opid, c->apiver);
+	return xasprintf("%s://%s%s/emails/operations/%s?api-version=%s",
+	    scheme, host, port, opid, c->apiver);
 }
 
 /* http_accepted - the 202 of a send */
@@ -1044,7 +1081,7 @@ http_op_status(const json_t *m, json_t **error_r)
 		return "Succeeded";
 	}
 	evbuffer_add(eb, "", 1);
-	e = json_pack("{s:s, s:o}", "code", nsupp == nfail ?
+	e = json_pack("{s:s, s:o}", "code", nsupp == json_array_size(rcpts) ?
 	    "EmailDroppedAllRecipientsSuppressed" : "DeliveryFailed",
 	    "message", http_jstr((const char *)evbuffer_pullup(eb, -1)));
 	evbuffer_free(eb);

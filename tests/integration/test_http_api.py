@@ -24,6 +24,7 @@ import socket
 import stat
 import subprocess
 import time
+import uuid
 from email.policy import default as default_policy
 from pathlib import Path
 
@@ -292,6 +293,10 @@ def test_send_hmac_202_idempotent_and_delivered(env):
     assert h2["x-ms-request-id"] != h["x-ms-request-id"]
     res = api.wait_status("op-idem-1", "Succeeded")
     assert res["id"] == "op-idem-1" and res["error"] is None
+    # operation ids compare in any case, as GUIDs do
+    st4, _, d4 = api.status("OP-IDEM-1")
+    assert st4 == 200 and d4["status"] == "Succeeded", d4
+    assert d4["recipients"] == res["recipients"]
     assert [r["address"] for r in res["recipients"]] == ["bob@example.test"]
     assert res["recipients"][0]["status"] == "delivered"
     st3, _, d3 = api.send(msg, op="op-idem-1")
@@ -307,6 +312,28 @@ def test_send_hmac_202_idempotent_and_delivered(env):
     assert parsed["From"].addresses[0].addr_spec == env.sender
     assert got[0]["mail_from"] == env.sender
     assert "with HTTPS" in parsed["Received"]
+
+
+def test_operation_location_port_and_client_request_id(env):
+    """a client that signs and sends a Host without the port (the Java
+    SDK does) gets an Operation-Location naming the port; the SDKs' own
+    request id comes back when they ask for it"""
+    api = env.api
+    crid = str(uuid.uuid4())
+    st, h, d = api.send(env.message("bare host"), op="op-bare-host",
+                        host="localhost",
+                        headers={"Host": "localhost",
+                                 "x-ms-client-request-id": crid,
+                                 "x-ms-return-client-request-id": "true"})
+    assert st == 202, d
+    assert h["operation-location"] == (
+        "https://localhost:%d/emails/operations/op-bare-host?api-version=%s"
+        % (env.https_port, API)), h
+    assert h["x-ms-client-request-id"] == crid
+    # not asked for: not sent
+    st, h, d = api.status("op-bare-host",
+                          headers={"x-ms-client-request-id": crid})
+    assert st == 200 and "x-ms-client-request-id" not in h, h
 
 
 def test_send_without_operation_id_gets_uuid(env):

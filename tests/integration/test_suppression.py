@@ -137,6 +137,21 @@ def test_hard_bounce_suppresses_then_no_attempt_no_dsn(
     assert "suppressed" in res["error"]["message"], res
     assert [x["status"] for x in res["recipients"]] == ["suppressed"]
     assert seen["bad@dest.test"] == 1, seen
+    # one of two suppressed: failed, but not "all recipients suppressed"
+    st_, h, d = e.api.send({"senderAddress": e.sender,
+                            "content": {"subject": "fourth",
+                                        "plainText": "hi\n"},
+                            "recipients": {"to": [
+                                {"address": "bad@dest.test"},
+                                {"address": "good@dest.test"}]}},
+                           op="op-partial")
+    assert st_ == 202, d
+    res = e.api.wait_status("op-partial", "Failed")
+    assert res["error"]["code"] == "DeliveryFailed", res
+    assert res["error"]["message"].startswith("1 of 2 recipients"), res
+    assert [x["status"] for x in res["recipients"]] == ["suppressed",
+                                                        "delivered"]
+    assert seen["bad@dest.test"] == 1, seen
 
     # exactly one DSN: for the first bounce only
     time.sleep(1.5)
