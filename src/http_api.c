@@ -612,7 +612,8 @@ deny:
 /* --- operation records --- */
 
 /* http_opkey - 'o' + tenant + NUL + lower(opid); returns the length.
- * Operation ids are GUIDs as a rule, which compare in any case. */
+ * Operation ids are GUIDs as a rule, which compare in any case. (Older
+ * records kept the id as it was given: see http_op_lookup.) */
 static size_t
 http_opkey(const char *tenant, const char *opid,
     unsigned char buf[HTTP_OPKEY_MAX])
@@ -639,14 +640,20 @@ http_op_lookup(const char *tenant, const char *opid,
 	unsigned char kb[HTTP_OPKEY_MAX];
 	MDB_txn *txn;
 	MDB_val k, v;
-	int r = -1;
+	size_t ol = strlen(opid);
+	int rc, r = -1;
 
 	k.mv_data = kb;
 	k.mv_size = http_opkey(tenant, opid, kb);
 	if (mdb_txn_begin(store_env(env->store), NULL, MDB_RDONLY, &txn) != 0)
 		return -1;
-	if (mdb_get(txn, store_dbi(env->store, DB_APIKEYS), &k, &v) == 0 &&
-	    v.mv_size == QUEUE_ID_LEN) {
+	rc = mdb_get(txn, store_dbi(env->store, DB_APIKEYS), &k, &v);
+	if (rc == MDB_NOTFOUND && memcmp(kb + k.mv_size - ol, opid, ol) != 0) {
+		/* an older record, keyed by the id as it was given */
+		memcpy(kb + k.mv_size - ol, opid, ol);
+		rc = mdb_get(txn, store_dbi(env->store, DB_APIKEYS), &k, &v);
+	}
+	if (rc == 0 && v.mv_size == QUEUE_ID_LEN) {
 		memcpy(qid, v.mv_data, QUEUE_ID_LEN);
 		qid[QUEUE_ID_LEN] = '\0';
 		r = 0;
