@@ -686,8 +686,8 @@ events_mid_eq(const char *a, const char *b)
 }
 
 json_t *
-events_search(struct store *st, const char *message_id, const char *rcpt,
-    const char *tenant)
+events_search(struct store *st, const char *message_id, const char *qid_want,
+    const char *rcpt, const char *tenant)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
@@ -717,6 +717,8 @@ events_search(struct store *st, const char *message_id, const char *rcpt,
 		match = message_id != NULL ? (events_mid_eq(events_str(ev,
 		    "message_id"), message_id) || (*qid != '\0' &&
 		    json_object_get(qids, qid) != NULL)) : 1;
+		if (match && qid_want != NULL)
+			match = strcasecmp(qid, qid_want) == 0;
 		if (match && rcpt != NULL)
 			match = strcasecmp(events_str(ev, "recipient"),
 			    rcpt) == 0;

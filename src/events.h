@@ -104,11 +104,11 @@ int events_tenant_purge_txn(MDB_txn *, struct store *, const char *tenant,
  * counting at most max */
 uint64_t events_count_after(struct store *, const char *tenant,
     uint64_t since, unsigned mask, uint64_t max);
-/* events_search - every event whose Message-ID (with or without <>) or
- * recipient (case-insensitive) matches, of tenant when not NULL, in
- * order; message_id or rcpt may be NULL, not both */
+/* events_search - every event whose Message-ID (with or without <>),
+ * queue id and recipient (case-insensitive) match those given (NULL: any),
+ * of tenant when not NULL, in order; at least one of the first three */
 json_t *events_search(struct store *, const char *message_id,
-    const char *rcpt, const char *tenant);
+    const char *qid, const char *rcpt, const char *tenant);
 /* events_format_line - one human-readable line of an event (malloc'd) */
 char *events_format_line(const json_t *ev);
 

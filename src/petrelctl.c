@@ -131,6 +131,10 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "domain", "rotate-dkim", 1, 1, ctl_domain_rotate_dkim, "DOMAIN", 0,
 	    "new DKIM keys under new selectors; active once their records "
 	    "verify" },
+	{ "domain", "set", 3, 3, ctl_domain_set, "DOMAIN KEY VALUE", 0,
+	    "change a domain setting: unsubscribe on|off (RFC 8058 "
+	    "List-Unsubscribe), tracking_opens on|off, tracking_clicks "
+	    "on|off (engagement tracking)" },
 	{ "network", "add", 2, 2, ctl_network_add, "TENANT CIDR", 0,
 	    "allow relaying from a network for a tenant" },
 	{ "network", "list", 0, 0, ctl_network_list, "[--json]", CTL_JSON,
@@ -145,23 +149,19 @@ static const struct ctl_cmd ctl_cmds[] = {
 	    "remove an allowed local part" },
 	{ "queue", "list", 0, 0, ctl_queue_list, "[--json]", CTL_JSON,
 	    "list queued messages" },
+	{ "queue", "flush", 0, 0, ctl_queue_flush, "", 0,
+	    "retry every deferred message now (petreld notices within "
+	    "a second)" },
 	{ "message", "show", 1, 1, ctl_message_show, "QUEUEID [--json]",
 	    CTL_JSON, "show a queued message and its recipients" },
+	{ "message", "delete", 1, 1, ctl_message_delete, "QUEUEID", 0,
+	    "remove a message and all its records from the queue" },
 	{ "apikey", "add", 1, 2, ctl_apikey_add, "TENANT [NAME]", 0,
 	    "create an HTTP API access key; prints its connection string once" },
 	{ "apikey", "list", 1, 1, ctl_apikey_list, "TENANT [--json]", CTL_JSON,
 	    "list the access keys of a tenant (names only)" },
 	{ "apikey", "del", 2, 2, ctl_apikey_del, "TENANT NAME", 0,
 	    "delete an access key" },
-	{ "queue", "flush", 0, 0, ctl_queue_flush, "", 0,
-	    "retry every deferred message now (petreld notices within "
-	    "a second)" },
-	{ "message", "delete", 1, 1, ctl_message_delete, "QUEUEID", 0,
-	    "remove a message and all its records from the queue" },
-	{ "domain", "set", 3, 3, ctl_domain_set, "DOMAIN KEY VALUE", 0,
-	    "change a domain setting: unsubscribe on|off (RFC 8058 "
-	    "List-Unsubscribe), tracking_opens on|off, tracking_clicks "
-	    "on|off (engagement tracking)" },
 	{ "suppression", "list", 1, 1, ctl_suppression_list, "TENANT [--json]",
 	    CTL_JSON, "list the addresses a tenant no longer delivers to" },
 	{ "suppression", "add", 2, 3, ctl_suppression_add,
@@ -176,8 +176,9 @@ static const struct ctl_cmd ctl_cmds[] = {
 	    CTL_JSON, "list the webhooks of a tenant (no secrets)" },
 	{ "webhook", "del", 2, 2, ctl_webhook_del, "TENANT ID", 0,
 	    "delete a webhook" },
-	{ "log", "search", 2, 6, ctl_log_search,
-	    "--message-id ID | --recipient ADDR [--tenant T] [--json]",
+	{ "log", "search", 2, 8, ctl_log_search,
+	    "--message-id ID | --qid QUEUEID | --recipient ADDR [--tenant T] "
+	    "[--json]",
 	    CTL_JSON, "a message's or recipient's events, in order" },
 };
 
@@ -1156,6 +1157,14 @@ ctl_apikey_add(struct ctl *ctl, int argc, char **argv)
 	printf("api key %s added for tenant %s; its connection string "
 	    "(shown only now):\nendpoint=%s;accesskey=%s\n", name, argv[0],
 	    ep, key);
+	if ((ctl->conf.apikey_endpoint == NULL ||
+	    ctl->conf.apikey_endpoint[0] == '\0') &&
+	    ctl->conf.listen_https.n == 0 && ctl->conf.listen_http.n == 0)
+		fprintf(stderr, "petrelctl: note: neither listen_https nor "
+		    "listen_http is set, so petreld serves no HTTP API yet; "
+		    "the endpoint above is a guess. Once it listens, use its "
+		    "address with the same accesskey (or set "
+		    "apikey_endpoint).\n");
 	explicit_bzero(key, strlen(key));
 	free(key);
 	free(name);
@@ -1421,20 +1430,22 @@ ctl_webhook_del(struct ctl *ctl, int argc, char **argv)
 static int
 ctl_log_search(struct ctl *ctl, int argc, char **argv)
 {
-	const char *mid, *rcpt, *tenant;
+	const char *mid, *qid, *rcpt, *tenant;
 	json_t *list, *ev;
 	char *line;
 	size_t i;
 	int used = 0;
 
 	mid = ctl_opt_value(argc, argv, "--message-id", &used);
+	qid = ctl_opt_value(argc, argv, "--qid", &used);
 	rcpt = ctl_opt_value(argc, argv, "--recipient", &used);
 	tenant = ctl_opt_value(argc, argv, "--tenant", &used);
-	if (used != argc || (mid == NULL && rcpt == NULL)) {
-		ctl_err("log search: give --message-id ID or --recipient ADDR");
+	if (used != argc || (mid == NULL && qid == NULL && rcpt == NULL)) {
+		ctl_err("log search: give --message-id ID, --qid QUEUEID or "
+		    "--recipient ADDR");
 		return CTL_EXIT_USAGE;
 	}
-	list = events_search(ctl->store, mid, rcpt, tenant);
+	list = events_search(ctl->store, mid, qid, rcpt, tenant);
 	if (ctl->json) {
 		ctl_print_json(list);
 		json_decref(list);
@@ -1459,7 +1470,7 @@ static int
 ctl_cmd_opt(const char *a)
 {
 	static const char *const opts[] = {
-		"--events", "--message-id", "--recipient", "--tenant"
+		"--events", "--message-id", "--qid", "--recipient", "--tenant"
 	};
 	size_t i, n;
 

@@ -242,6 +242,11 @@ def test_webhook_signed_ordered_and_log_search(petrel_factory,
                            "acme")
         assert [x["type"] for x in st3] == ["queued", "deferred",
                                             "delivered"], st3
+        # by queue id: the same story
+        assert e.p.ctl_json("log", "search", "--qid", qid) == st
+        assert e.p.ctl_json("log", "search", "--qid", qid, "--recipient",
+                            "later@dest.test") == st3
+        assert e.p.ctl_json("log", "search", "--qid", "0" * 14) == []
         r = e.p.ctl("log", "search", check=False)
         assert r.returncode == 2
         r = e.p.ctl("log", "search", "--tenant", "acme", check=False)
