@@ -559,28 +559,35 @@ deliver_job_record(struct djob *j, const enum smtpc_outcome *outcome,
 	free(u);
 }
 
-/* deliver_job_fail - every recipient of j gets one local result */
+/* deliver_job_fail - every recipient of j gets one local result; with
+ * text NULL each keeps its own last reply (code and text; code when it
+ * has none) */
 static void
 deliver_job_fail(struct djob *j, enum smtpc_outcome oc, int code,
     const char *enh, const char *text, int count_attempt)
 {
-	struct smtpc_reply rep;
+	struct smtpc_reply *rep;
 	enum smtpc_outcome *ocs;
 	const struct smtpc_reply **reps;
+	const char *t;
 	size_t i;
 
-	memset(&rep, 0, sizeof(rep));
-	rep.code = code;
-	rep.local = 1;
-	util_strlcpy(rep.enh, enh, sizeof(rep.enh));
-	smtpc_sanitize(rep.text, sizeof(rep.text), text, strlen(text));
+	rep = xcalloc(j->n, sizeof(*rep));
 	ocs = xcalloc(j->n, sizeof(*ocs));
 	reps = xcalloc(j->n, sizeof(*reps));
 	for (i = 0; i < j->n; i++) {
+		t = text != NULL ? text : j->rcpts[i]->text ?
+		    j->rcpts[i]->text : "";
+		rep[i].code = text == NULL && j->rcpts[i]->code != 0 ?
+		    j->rcpts[i]->code : code;
+		rep[i].local = 1;
+		util_strlcpy(rep[i].enh, enh, sizeof(rep[i].enh));
+		smtpc_sanitize(rep[i].text, sizeof(rep[i].text), t, strlen(t));
 		ocs[i] = oc;
-		reps[i] = &rep;
+		reps[i] = &rep[i];
 	}
 	deliver_job_record(j, ocs, reps, count_attempt);
+	free(rep);
 	free(ocs);
 	free(reps);
 }
@@ -1340,8 +1347,8 @@ deliver_load(struct deliver *dl, const char *qid)
 		}
 		util_strlcpy(j->relay, "none", sizeof(j->relay));
 		m->pending = 1;
-		deliver_job_fail(j, SMTPC_DEFERRED, 451, "4.4.7",
-		    m->rcpts[0].text, 0);
+		/* each recipient with its own last error */
+		deliver_job_fail(j, SMTPC_DEFERRED, 451, "4.4.7", NULL, 0);
 		json_decref(prep);
 		return;
 	}

@@ -167,8 +167,16 @@ dsn_build(const struct dsn_info *in, struct evbuffer *out)
 			    host);
 		}
 		dsn_clean(status, sizeof(status), r->reply_enh);
-		evbuffer_add_printf(out, "Diagnostic-Code: smtp; %d%s%s %s\r\n",
-		    r->code, status[0] ? " " : "", status, text);
+		/* "smtp" only for a reply a server sent (RFC 3464 2.3.6);
+		 * our own findings (DNS, expiry, TLS) get an X- type, as
+		 * Postfix writes X-Postfix */
+		if (r->remote_mta != NULL)
+			evbuffer_add_printf(out, "Diagnostic-Code: smtp; "
+			    "%d%s%s %s\r\n", r->code, status[0] ? " " : "",
+			    status, text);
+		else
+			evbuffer_add_printf(out, "Diagnostic-Code: X-Petrel; "
+			    "%s\r\n", text);
 	}
 	evbuffer_add_printf(out,
 	    "\r\n"

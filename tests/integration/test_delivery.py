@@ -386,6 +386,41 @@ def test_expiry_bounces_447(petrel_factory, unbound_factory, sink_factory):
     assert "greylisted" in st
 
 
+def test_expiry_keeps_each_recipients_last_error(petrel_factory,
+                                                 unbound_factory,
+                                                 sink_factory):
+    """expiring between attempts: every recipient bounces with its own
+    last reply, not the first recipient's"""
+    recs = [("d1.test", "MX", "10 mx.d1.test."), ("mx.d1.test", "A", HOSTS[1]),
+            ("d2.test", "MX", "10 mx.d2.test."), ("mx.d2.test", "A", HOSTS[3])]
+    e = Env(petrel_factory, unbound_factory, recs, sender_mx=HOSTS[2],
+            conf={"retry_schedule": "6s", "queue_lifetime": "4s"})
+    fresh(sink_factory, HOSTS[1], e.port,
+          reply=lambda a: "451 4.7.1 greylisted")
+    fresh(sink_factory, HOSTS[3], e.port,
+          reply=lambda a: "452 4.2.2 mailbox full")
+    back = fresh(sink_factory, HOSTS[2], e.port)
+    qid = e.send(["a@d1.test", "b@d2.test"], "two-errors")
+    e.wait_status(qid, ["deferred", "deferred"])
+    shown = e.wait_status(qid, ["bounced", "bounced"], timeout=30)
+    a, b = shown["recipients"]
+    assert a["last_reply"]["code"] == 451, a
+    assert b["last_reply"]["code"] == 452, b
+    assert a["last_reply"]["enhanced"] == b["last_reply"]["enhanced"] \
+        == "4.4.7"
+    assert "greylisted" in a["last_reply"]["text"], a
+    assert "mailbox full" in b["last_reply"]["text"], b
+    assert "greylisted" not in b["last_reply"]["text"], b
+    _, st, _ = dsn_of(back.wait_for(1, timeout=20)[0])
+    per = st.split("Final-Recipient:")
+    da = [p for p in per if "a@d1.test" in p][0]
+    db = [p for p in per if "b@d2.test" in p][0]
+    assert "greylisted" in da and "mailbox full" in db, st
+    # our own finding, not a server's reply: no "smtp" diagnostic type
+    assert "Diagnostic-Code: X-Petrel; Message expired" in da, da
+    assert "Diagnostic-Code: smtp;" not in st, st
+
+
 # ------------------------------------------------------------ transactions
 
 def test_multi_recipient_single_transaction(petrel_factory, unbound_factory,
