@@ -23,7 +23,9 @@
 #include <openssl/x509.h>
 
 #include "dkim.h"
+#include "limits.h"
 #include "metrics.h"
+#include "smtp_parse.h"
 #include "util.h"
 
 /* headers signed when present (RFC 6376 5.4.1 and the list) */
@@ -441,15 +443,16 @@ dkim_tag(const char *value, size_t len, const char *tag)
 	return NULL;
 }
 
-/* dkim_from_domain - the address's domain: inside the last <...> if any,
- * else the bare addr-spec (comments dropped) */
+/* dkim_from_domain - the domain of the one mailbox of the one From field,
+ * read as the SMTP server's policy check reads it (smtp_header_from:
+ * display names and comments skipped), lower case, no trailing dot */
 char *
 dkim_from_domain(const struct dkim_msg *m)
 {
 	const struct dkim_hdr *h = NULL;
-	const char *v, *end, *lt = NULL, *gt = NULL, *at = NULL, *p, *ds, *de;
-	size_t i;
-	char *d;
+	const char *v, *err;
+	char local[LOCALPART_MAX_LEN + 1], dom[DOMAIN_MAX_LEN + 1];
+	size_t i, n;
 
 	for (i = 0; i < m->nhdrs; i++)
 		if (hdr_is(&m->hdrs[i], "from", 4)) {
@@ -460,35 +463,13 @@ dkim_from_domain(const struct dkim_msg *m)
 	if (h == NULL)
 		return NULL;
 	v = (const char *)memchr(h->raw, ':', h->rawlen) + 1;
-	end = h->raw + h->rawlen;
-	for (p = v; p < end; p++)
-		if (*p == '<')
-			lt = p;
-	if (lt != NULL) {
-		for (p = lt; p < end && *p != '>'; p++)
-			;
-		if (p == end)
-			return NULL;
-		gt = p;
-		v = lt + 1;
-		end = gt;
-	}
-	for (p = v; p < end; p++)
-		if (*p == '@')
-			at = p;
-	if (at == NULL)
+	if (smtp_header_from(v, (size_t)(h->raw + h->rawlen - v), local, dom,
+	    &err) != SMTP_FROM_OK || dom[0] == '\0')
 		return NULL;
-	ds = at + 1;
-	for (de = ds; de < end && *de != '>' && *de != '(' && *de != ',' &&
-	    *de != ';' && !IS_WSP(*de) && *de != '\r' && *de != '\n'; de++)
-		;
-	if (de == ds || de - ds > 253)
-		return NULL;
-	d = xstrndup(ds, (size_t)(de - ds));
-	util_lower(d);
-	if (d[strlen(d) - 1] == '.')
-		d[strlen(d) - 1] = '\0';
-	return d;
+	util_lower(dom);
+	if ((n = strlen(dom)) > 0 && dom[n - 1] == '.')
+		dom[n - 1] = '\0';
+	return xstrdup(dom);
 }
 
 /* ------------------------------------------------------------ keys */

@@ -17,6 +17,10 @@
 #define SMTP_LINE_MAX        512      /* RFC 5321 4.5.3.1.4 command line incl. CRLF */
 #define SMTP_TEXT_LINE_MAX   1000     /* RFC 5321 4.5.3.1.6 text line incl. CRLF */
 #define SMTP_HEADER_MAX      (256 * 1024)  /* whole header section */
+/* header fields of a message: well below DKIM_HEADERS_MAX (1000), so the
+ * fields Petrel adds (trace, DKIM, ARC, List-Unsubscribe) always fit and
+ * every accepted message can be signed */
+#define SMTP_HEADER_FIELDS_MAX 500
 #define SMTP_AUTH_LINE_MAX   12288    /* an AUTH response line */
 
 #endif

@@ -754,6 +754,7 @@ smtp_header_scan(const char *buf, size_t len, struct smtp_hdrinfo *h,
 			return -1;
 		}
 		have_field = 1;
+		h->nfields++;
 		cur_off = cur_len = NULL;
 		if (name_len == 4 && strncasecmp(buf + pos, "From", 4) == 0) {
 			if (h->nfrom++ == 0) {

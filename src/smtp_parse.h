@@ -131,6 +131,7 @@ void smtp_data_finish(struct smtp_data *, unsigned char *out,
 /* Header section facts (buf = header section, CRLF lines, no blank line). */
 struct smtp_hdrinfo {
 	unsigned	 nfrom, nmsgid, ndate;
+	unsigned	 nfields;		/* every field */
 	size_t		 from_off, from_len;	/* From value, folded, raw */
 	size_t		 msgid_off, msgid_len;	/* Message-ID value, raw */
 };

@@ -1675,6 +1675,11 @@ smtp_end_of_message(struct smtp_session *s)
 		    err);
 		goto refuse;
 	}
+	if (h.nfields > SMTP_HEADER_FIELDS_MAX) {
+		smtp_reply(s, 552, "5.3.4", "Too many header fields (more "
+		    "than %u)", (unsigned)SMTP_HEADER_FIELDS_MAX);
+		goto refuse;
+	}
 	if (h.nfrom == 0) {
 		smtp_reply(s, 550, "5.6.0", "Message has no From header");
 		goto refuse;
@@ -1705,6 +1710,10 @@ smtp_end_of_message(struct smtp_session *s)
 		msgid = newid = xasprintf("<%s@%s>", rid,
 		    env->conf->hostname);
 	}
+	/* a header section with no body (RFC 5322 allows it) gets the
+	 * empty line, so that every verifier finds where the body starts */
+	if (d->header_len == evbuffer_get_length(tx->msg))
+		evbuffer_add(tx->msg, "\r\n", 2);
 	trace = smtp_trace_headers(s, h.ndate == 0, newid);
 	evbuffer_prepend_buffer(tx->msg, trace);
 	evbuffer_free(trace);

@@ -237,6 +237,34 @@ def test_relayed_message_is_signed_and_sealed(env, mailauth):
     assert shown["stage"] in ("prepared", "done"), shown
 
 
+def test_from_with_address_in_comment_is_signed(env):
+    """the signing domain is read as the policy check reads it: an @ in
+    a comment or display name is not the From domain"""
+    frm = "alice@example.test (alice@evil.test)"
+    env.send(["bob@dest.test"], message("comment from", frm=frm))
+    data = env.received(env.sink, "comment from")[0]["data"]
+    t = ours(data)
+    assert len(t) == 2 and all(x["d"] == DOMAIN for x in t), t
+    assert verify_each(env, data) == [True, True]
+    aar = header_fields(data, "ARC-Authentication-Results")[0]
+    assert "header.from=%s" % DOMAIN in aar, aar
+
+
+def test_header_only_message_gets_its_empty_line(env, mailauth):
+    """a message without a body (no empty line, as RFC 5322 allows) is
+    stored with the empty line, so every verifier finds its body"""
+    data = ("From: Alice <alice@example.test>\r\nTo: bob@dest.test\r\n"
+            "Subject: headers only\r\nMessage-ID: <ho.%f@example.test>\r\n"
+            % time.time()).encode()
+    env.send(["bob@dest.test"], data)
+    got = env.received(env.sink, "headers only")[0]["data"]
+    assert got.endswith(b"\r\n\r\n"), got[-60:]
+    assert verify_each(env, got) == [True, True]
+    res = mailauth_check(mailauth, env, got)
+    mine = [d for d in res["dkim"] if d["d"] == DOMAIN]
+    assert len(mine) == 2 and all(d["result"] == "pass" for d in mine), res
+
+
 # ------------------------------------------------------------ second hop
 
 def hop_seal(env, msg):

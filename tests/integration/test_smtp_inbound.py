@@ -684,7 +684,7 @@ def test_oversize(petrel_factory):
     assert queued_ids(p) == []
 
 
-@pytest.mark.parametrize("kind", ["folded", "to-lines"])
+@pytest.mark.parametrize("kind", ["folded", "to-lines", "many-fields"])
 def test_header_section_limit(petrel, tenant, kind):
     frm = "app@" + tenant["domain"]
     c = auth_raw(petrel, tenant)
@@ -693,12 +693,18 @@ def test_header_section_limit(petrel, tenant, kind):
     assert c.cmd("DATA").startswith("354")
     if kind == "folded":
         hdr = "From: %s\r\nSubject: x\r\n" % frm + " y\r\n" * 100000
-    else:
+    elif kind == "to-lines":
         hdr = "From: %s\r\n" % frm + "To: a@example.net\r\n" * 100000
+    else:
+        # small, but more fields than a signature may cover
+        hdr = "From: %s\r\n" % frm + "".join("X-H%d: v\r\n" % i
+                                              for i in range(600))
     t0 = time.monotonic()
     c.send(hdr + "\r\nbody\r\n.\r\n")
     r = c.reply()
     assert r.startswith("552 5.3.4"), r
+    if kind == "many-fields":
+        assert "header fields" in r, r
     assert time.monotonic() - t0 < 10
     assert c.cmd("NOOP").startswith("250")
     c.close()
