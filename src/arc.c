@@ -432,6 +432,20 @@ arc_seal_message(const struct arc_key *k, const char *msg, size_t len,
 		return -1;
 	}
 	cv = arc_validate_parsed(&m, sets, txt, arg, &n, &why);
+	/* RFC 8617 5.1.1 step 1: a chain whose newest seal already says
+	 * cv=fail is not sealed again */
+	if (n > 0 && sets[n].h[SET_AS] >= 0) {
+		char *last = hdr_tag(&m.hdrs[sets[n].h[SET_AS]], "cv");
+		int failed = last != NULL && strcmp(last, "fail") == 0;
+
+		free(last);
+		if (failed) {
+			dkim_msg_clear(&m);
+			*err_r = xasprintf("not sealed: the chain already "
+			    "failed (cv=fail at i=%d)", n);
+			return -1;
+		}
+	}
 	if (n >= ARC_INSTANCE_MAX) {
 		dkim_msg_clear(&m);
 		*err_r = xstrdup("cannot seal: ARC chain too long");
@@ -457,8 +471,8 @@ arc_seal_message(const struct arc_key *k, const char *msg, size_t len,
 	if (ams == NULL)
 		goto fail;
 
-	/* AS over sets 1..n (a failed chain's structure may be incomplete:
-	 * then only the sets that exist are covered), then ours */
+	/* AS over sets 1..n, then ours; for a chain that fails here only
+	 * over ours (RFC 8617 5.1.2) */
 	snprintf(tbuf, sizeof(tbuf), "%lld", (long long)time(NULL));
 	dkim_buf_str(&as, "ARC-Seal: ");
 	dkim_buf_str(&as, prefix);
@@ -475,7 +489,7 @@ arc_seal_message(const struct arc_key *k, const char *msg, size_t len,
 	{
 		int kk;
 
-		for (kk = 1; kk <= n; kk++)
+		for (kk = 1; kk <= n && cv != ARC_CV_FAIL; kk++)
 			for (t = 0; t < SET_N; t++)
 				if (sets[kk].h[t] >= 0)
 					dkim_canon_header(DKIM_C_RELAXED,

@@ -329,6 +329,14 @@ def test_arc_broken_incoming_chain_gives_cv_fail(env):
     # a seal with a wrong cv= (i=1 claiming pass) also fails validation
     forged = incoming.replace(b"cv=none", b"cv=pass", 1)
     assert env.validate(forged).startswith("cv=fail")
+    # the next hop does not seal a chain whose newest seal says cv=fail
+    # (RFC 8617 5.1.1): still signed, no i=3
+    again, line = env.relay(out)
+    seals = [tags(s) for s in header_fields(again, "ARC-Seal")]
+    assert sorted(s["i"] for s in seals) == ["1", "2"], (seals, line)
+    assert "already failed" in line, line
+    assert len(header_fields(again, "DKIM-Signature")) == \
+        len(header_fields(out, "DKIM-Signature")) + 2
 
 
 # ------------------------------------------------------------ authres
