@@ -901,10 +901,35 @@ verify_spf(struct verify_run *run, struct verify_check *c,
 	free(shown);
 }
 
+/* verify_list_has - whether the colon-separated list holds a or b (b may
+ * be NULL), in any case, ignoring whitespace around items */
+static int
+verify_list_has(const char *list, const char *a, const char *b)
+{
+	const char *p = list, *e, *s;
+	size_t n;
+
+	while (*p != '\0') {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		for (e = p; *e != '\0' && *e != ':'; e++)
+			;
+		for (s = e; s > p && (s[-1] == ' ' || s[-1] == '\t'); s--)
+			;
+		n = (size_t)(s - p);
+		if ((n == strlen(a) && strncasecmp(p, a, n) == 0) ||
+		    (b != NULL && n == strlen(b) && strncasecmp(p, b, n) == 0))
+			return 1;
+		p = *e == ':' ? e + 1 : e;
+	}
+	return 0;
+}
+
 static void
 verify_dkim(struct verify_check *c, const struct verify_name *vn)
 {
-	char v[32], k[32], first[32], *p, *want, *shown, *why = NULL;
+	char v[32], k[32], first[32], list[128], *p, *want, *shown;
+	char *why = NULL;
 	size_t i, plen;
 	int r;
 
@@ -934,6 +959,22 @@ verify_dkim(struct verify_check *c, const struct verify_name *vn)
 		if (r == -1 || strcasecmp(r == 1 ? k : "rsa", c->key_type)) {
 			why = xasprintf("k=%s, expected k=%s",
 			    r == 1 ? k : "rsa (default)", c->key_type);
+			free(p);
+			continue;
+		}
+		/* RFC 6376 3.6.1: a key limited to other services or other
+		 * hashes does not verify our sha256 email signatures */
+		r = verify_tag(t, "s", list, sizeof(list), NULL, 0);
+		if (r == -1 || (r == 1 && !verify_list_has(list, "email",
+		    "*"))) {
+			why = xstrdup("s= does not allow email (email or *)");
+			free(p);
+			continue;
+		}
+		r = verify_tag(t, "h", list, sizeof(list), NULL, 0);
+		if (r == -1 || (r == 1 && !verify_list_has(list, "sha256",
+		    NULL))) {
+			why = xstrdup("h= does not allow sha256");
 			free(p);
 			continue;
 		}

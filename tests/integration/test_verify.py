@@ -137,6 +137,36 @@ def test_each_record_missing_or_wrong(workdir, unbound_factory, purpose, how):
     assert sorted(st.values()).count("verified") == 4
 
 
+@pytest.mark.parametrize("tag,why", [
+    ("s=other", "s= does not allow email"),
+    ("h=sha1", "h= does not allow sha256"),
+    ("s=email:*", None), ("h=sha1:sha256", None)])
+def test_dkim_key_service_and_hash_tags(workdir, unbound_factory, tag, why):
+    """a key record limited to another service or hash does not verify
+    Petrel's email sha256 signatures (RFC 6376 3.6.1)"""
+    u = unbound_factory([("other.test", "TXT", "x")])
+    p = new_petrel(workdir, u)
+    recs = show(p)["records"]
+    target = [r for r in recs if r["purpose"] == "dkim"][0]
+    published = []
+    for r in recs:
+        v = r["value"]
+        if r is target:
+            v = v.replace("; p=", "; %s; p=" % tag, 1)
+            assert tag in v, v
+        published.append((r["name"], "TXT", v))
+    u.set_records(published)
+    r = verify(p)
+    line = re.search(r"^dkim\s+%s\s+\S+.*$" % re.escape(target["name"]),
+                     r.stdout, re.M)
+    assert line, r.stdout
+    if why is None:
+        assert r.returncode == 0 and line.group(0).endswith("OK"), r.stdout
+    else:
+        assert r.returncode == 1, r.stdout
+        assert "WRONG" in line.group(0) and why in line.group(0), r.stdout
+
+
 def test_spf_evaluated_not_compared(workdir, unbound_factory):
     """a different record that still lets smtp_bind_address pass is fine;
     one that only mentions it in an unrelated way is not"""
