@@ -944,12 +944,15 @@ http_send(struct http_ctx *c)
 	rc = mime_build(root, &mo, msg, &info, &code, &target, &emsg);
 	json_decref(root);
 	if (rc != MIME_OK) {
+		metrics_count_rejected(rc == MIME_ETOOBIG ? METRICS_REJECT_SIZE :
+		    METRICS_REJECT_CONTENT);
 		http_error(c, rc == MIME_ETOOBIG ? 413 : 400, code ? code :
 		    (rc == MIME_ETOOBIG ? "RequestEntityTooLarge" :
 		    "BadRequest"), target, "%s", emsg ? emsg : "invalid message");
 		goto freemsg;
 	}
 	if (evbuffer_get_length(msg) > env->conf->max_message_size) {
+		metrics_count_rejected(METRICS_REJECT_SIZE);
 		http_error(c, 413, "RequestEntityTooLarge", NULL, "message size "
 		    "%zu exceeds the maximum message size %llu",
 		    evbuffer_get_length(msg),
@@ -958,6 +961,7 @@ http_send(struct http_ctx *c)
 	}
 	if (info.sender == NULL || info.sender_domain == NULL ||
 	    strrchr(info.sender, '@') == NULL || info.nrcpts == 0) {
+		metrics_count_rejected(METRICS_REJECT_CONTENT);
 		http_error(c, 400, "BadRequest", "senderAddress",
 		    "senderAddress and at least one recipient are required");
 		goto freemsg;
@@ -967,6 +971,7 @@ http_send(struct http_ctx *c)
 	if (store_sender_check(env->store, c->tenant, local,
 	    info.sender_domain, &reason) == -1) {
 		free(local);
+		metrics_count_rejected(METRICS_REJECT_POLICY);
 		events_emit(env->queue, "rejected", c->tenant, NULL,
 		    info.message_id, NULL, json_pack("{s:i, s:s, s:s, s:s, "
 		    "s:s, s:s}", "code", 403, "enhanced", "5.7.1", "reason",

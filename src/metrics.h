@@ -60,7 +60,8 @@
  *
  * What http_api.c may call when it accepts a message (after the queue's
  * commit): metrics_count_accepted(METRICS_LISTENER_HTTP); and when it
- * refuses one for policy: metrics_count_rejected(METRICS_REJECT_POLICY).
+ * refuses one: metrics_count_rejected() with POLICY (sender domain), SIZE
+ * (413) or CONTENT (an EmailMessage it cannot build).
  * The events module registers "petrel_webhook_backlog" the same way as
  * deliver.c registers its gauge.
  */

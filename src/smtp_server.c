@@ -142,6 +142,8 @@ struct smtp_tx {
 	size_t		 nrcpts, rcpts_cap;
 	struct evbuffer	*msg;		/* DATA/BDAT onwards */
 	struct smtp_data data;
+	char		*msgid;		/* the message's Message-ID, once
+					 * its header is read (events) */
 };
 
 struct smtp_authjob;
@@ -373,7 +375,15 @@ smtp_reject_event(struct smtp_session *s, int code, const char *esc,
 	if (s->tx != NULL && s->tx->mail_from != NULL &&
 	    (mf = json_string(s->tx->mail_from)) != NULL)
 		json_object_set_new(d, "mail_from", mf);
-	events_emit(env->queue, "rejected", s->tenant, NULL, NULL, NULL, d);
+	if (s->tx != NULL && s->tx->nrcpts > 0)
+		json_object_set_new(d, "recipients",
+		    json_integer((json_int_t)s->tx->nrcpts));
+	/* a refused message is known by its Message-ID and, when it has
+	 * one, its recipient; a refused RCPT names no one yet */
+	events_emit(env->queue, "rejected", s->tenant, NULL,
+	    s->tx != NULL ? s->tx->msgid : NULL, s->tx != NULL &&
+	    s->tx->msgid != NULL && s->tx->nrcpts == 1 ? s->tx->rcpts[0] :
+	    NULL, d);
 }
 
 /* smtp_reply - one reply line: code, enhanced status, text. Rejections
@@ -433,6 +443,7 @@ smtp_tx_free(struct smtp_session *s)
 	free(tx->rcpts);
 	free(tx->mail_from);
 	free(tx->tenant);
+	free(tx->msgid);
 	if (tx->msg != NULL)
 		evbuffer_free(tx->msg);
 	free(tx);
@@ -1675,6 +1686,8 @@ smtp_end_of_message(struct smtp_session *s)
 		    err);
 		goto refuse;
 	}
+	if (h.nmsgid > 0 && tx->msgid == NULL)
+		tx->msgid = msgid_copy(hdr + h.msgid_off, h.msgid_len);
 	if (h.nfields > SMTP_HEADER_FIELDS_MAX) {
 		smtp_reply(s, 552, "5.3.4", "Too many header fields (more "
 		    "than %u)", (unsigned)SMTP_HEADER_FIELDS_MAX);

@@ -423,6 +423,23 @@ def test_events_api_paging_and_rejected(petrel_factory, unbound_factory):
         q = e.p.ctl_json("log", "search", "--recipient", "r1@dest.test")
         assert [x["type"] for x in q] == ["queued", "delivered"]
         assert q[0]["qid"] == qids[1]
+        # a refusal after DATA (foreign From) is found by its Message-ID
+        # and names its one recipient
+        with smtplib.SMTP("127.0.0.1", e.p.ports["relay"], timeout=10) as s:
+            s.ehlo("client.test")
+            assert s.mail(e.sender)[0] == 250
+            assert s.rcpt("r9@dest.test")[0] == 250
+            code, msg = s.data(b"From: x@elsewhere.test\r\n"
+                               b"Message-ID: <rej-data@app.test>\r\n"
+                               b"Subject: s\r\n\r\nbody\r\n")
+            assert code == 550, (code, msg)
+        q = pf.wait_for(lambda: e.p.ctl_json(
+            "log", "search", "--message-id", "rej-data@app.test"),
+            what="the DATA refusal's event")
+        assert [x["type"] for x in q] == ["rejected"], q
+        assert q[0]["recipient"] == "r9@dest.test", q
+        assert q[0]["message_id"] == "<rej-data@app.test>", q
+        assert q[0]["details"]["stage"] == "data", q
     finally:
         sink.stop()
 

@@ -443,3 +443,22 @@ def test_http_accepted_counted(petrel_factory, servfail):
             assert r.status == 202
     sc = Scrape(mport)
     assert sc.get("petrel_messages_accepted_total", listener="http") == 1
+    # refusals count by reason: a foreign sender domain (403), an
+    # EmailMessage without recipients (400)
+    bad = [body.replace(t["domain"].encode(), b"elsewhere.test"),
+           body.replace(b'"to": [{"address": "r@example.test"}]',
+                        b'"to": []')]
+    assert bad[1] != body
+    for b in bad:
+        req = urllib.request.Request(
+            "http://%s:%d/emails:send?api-version=2023-03-31" % (HOST, hport),
+            data=b, method="POST",
+            headers={"Authorization": "Bearer " + key,
+                     "Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as ei:
+            urllib.request.urlopen(req, timeout=10)
+        assert ei.value.code in (400, 403)
+    sc = Scrape(mport)
+    assert sc.get("petrel_messages_rejected_total", reason="policy") == 1
+    assert sc.get("petrel_messages_rejected_total", reason="content") == 1
+    assert sc.get("petrel_messages_accepted_total", listener="http") == 1
