@@ -324,6 +324,40 @@ domain_old_status(const json_t *old, const char *name, const char *value)
 	return NULL;
 }
 
+/* domain_key_gone - a retired key whose grace (queue_lifetime since it
+ * retired) is over: no message in the queue can carry its signature */
+static int
+domain_key_gone(const struct petrel_conf *conf, const json_t *k)
+{
+	const char *state = json_string_value(json_object_get(k, "state"));
+
+	return state != NULL && strcmp(state, "retired") == 0 &&
+	    json_integer_value(json_object_get(k, "retired")) +
+	    (conf != NULL ? conf->queue_lifetime : 0) <= util_now();
+}
+
+int
+domain_retired_expired(const struct petrel_conf *conf, const json_t *rec)
+{
+	const json_t *k, *r;
+	const char *sel, *name;
+	size_t i, j, n;
+
+	json_array_foreach(json_object_get(rec, "keys"), i, k) {
+		if (!domain_key_gone(conf, k) || (sel = json_string_value(
+		    json_object_get(k, "selector"))) == NULL)
+			continue;
+		n = strlen(sel);
+		json_array_foreach(json_object_get(rec, "records"), j, r) {
+			name = json_string_value(json_object_get(r, "name"));
+			if (name != NULL && strncmp(name, sel, n) == 0 &&
+			    strncmp(name + n, "._domainkey.", 12) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
 /* domain_add_record - append one TXT record to recs */
 static void
 domain_add_record(json_t *recs, const json_t *old, int managed,
@@ -365,16 +399,16 @@ domain_rebuild_records(const struct petrel_conf *conf, json_t *rec)
 	domain_add_record(recs, old, managed, "spf", d, value);
 	free(value);
 
-	/* retired keys are no longer published */
+	/* a retired key stays published for queue_lifetime: messages signed
+	 * with it may still be queued */
 	keys = json_object_get(rec, "keys");
 	json_array_foreach(keys, i, k) {
 		const char *sel = json_string_value(json_object_get(k, "selector"));
 		const char *alg = json_string_value(json_object_get(k, "alg"));
 		const char *pub = json_string_value(json_object_get(k, "public"));
-		const char *state = json_string_value(json_object_get(k, "state"));
 
 		if (sel == NULL || alg == NULL || pub == NULL ||
-		    (state && strcmp(state, "retired") == 0))
+		    domain_key_gone(conf, k))
 			continue;
 		name = xasprintf("%s._domainkey.%s", sel, d);
 		value = xasprintf("v=DKIM1; k=%s; p=%s",

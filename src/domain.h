@@ -46,6 +46,9 @@ void domain_managed_name(const struct petrel_conf *, char *buf, size_t len);
 /* domain_rebuild_records - recompute "records" from keys and conf,
  * keeping existing per-record status where name+value are unchanged */
 void domain_rebuild_records(const struct petrel_conf *, json_t *rec);
+/* domain_retired_expired - whether "records" still lists a retired key
+ * whose grace is over (a rebuild drops it) */
+int domain_retired_expired(const struct petrel_conf *, const json_t *rec);
 /* domain_add_keys - generate a new RSA+Ed25519 pair under new selectors
  * with the given state; returns 0 or -1 + *err_r */
 int domain_add_keys(json_t *rec, const char *state, char **err_r);

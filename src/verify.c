@@ -85,6 +85,7 @@ struct verify_run {
 	char			*hostname;
 	char			*resolver_addr;
 	int			 resolver_port;
+	long			 queue_lifetime;
 	struct verify_check	*checks;
 	size_t			 nchecks;
 	struct verify_name	*names;
@@ -171,6 +172,7 @@ verify_run_new(const struct petrel_conf *conf, const json_t *rec,
 	run = xcalloc(1, sizeof(*run));
 	run->domain = xstrdup(d);
 	run->token = verify_dup(verify_jstr(rec, "token"));
+	run->queue_lifetime = conf->queue_lifetime;
 	run->spf_include = verify_dup(conf->spf_include);
 	run->bind_address = verify_dup(conf->smtp_bind_address);
 	run->hostname = verify_dup(conf->hostname);
@@ -1245,7 +1247,7 @@ verify_apply(struct verify_run *run, const struct petrel_conf *conf,
 	json_object_set_new(rec, "checked_at", json_integer(util_now()));
 	json_object_set_new(rec, "check_result", json_string(
 	    !run->conclusive ? "inconclusive" : failed ? "failed" : "ok"));
-	if (run->promoted != NULL)
+	if (run->promoted != NULL || domain_retired_expired(conf, rec))
 		domain_rebuild_records(conf, rec);
 }
 
@@ -1330,10 +1332,18 @@ verify_run_print(const struct verify_run *run, FILE *fp)
 			    "record verifies; the active key keeps signing");
 		fputc('\n', fp);
 	}
-	if (run->promoted != NULL)
+	if (run->promoted != NULL) {
+		char until[32];
+		time_t t = (time_t)(util_now() + run->queue_lifetime);
+		struct tm tm;
+
+		strftime(until, sizeof(until), "%Y-%m-%d %H:%MZ",
+		    gmtime_r(&t, &tm));
 		fprintf(fp, "dkim rotation: %s now active (signing); retired "
-		    "%s: their records may be removed\n", run->promoted,
-		    run->retired != NULL ? run->retired : "-");
+		    "%s: keep their records until %s (queue_lifetime): queued "
+		    "messages may carry their signatures\n", run->promoted,
+		    run->retired != NULL ? run->retired : "-", until);
+	}
 	fprintf(fp, "domain %s: %s", run->domain, verify_run_status(run));
 	if (!run->committed)
 		fprintf(fp, " (not stored)");

@@ -7,6 +7,7 @@ What is published is exactly what `petrelctl domain show --json` lists.
 
 import re
 import smtplib
+import time
 
 import pytest
 
@@ -309,7 +310,9 @@ def keys_by_state(p):
 
 def test_rotate_dkim(workdir, unbound_factory):
     u = unbound_factory([("other.test", "TXT", "x")])
-    p = new_petrel(workdir, u)
+    # queued messages may carry the old keys' signatures for
+    # queue_lifetime: that long their records stay listed
+    p = new_petrel(workdir, u, queue_lifetime="3s")
     u.set_records(records_of(p))
     assert verify(p).returncode == 0
     old = keys_by_state(p)["active"]
@@ -343,10 +346,27 @@ def test_rotate_dkim(workdir, unbound_factory):
     r = verify(p)
     assert r.returncode == 0, r.stdout
     assert "now active" in r.stdout
+    assert re.search(r"keep their records until \S+ \S+ \(queue_lifetime\)",
+                     r.stdout), r.stdout
+    t_promoted = time.time()
     after = keys_by_state(p)
     assert after["active"] == ks["pending"]
     assert after["retired"] == old
     assert "pending" not in after
+    names = {x["name"] for x in by_purpose(p, "dkim")}
+    assert names == {"%s._domainkey.%s" % (s, DOMAIN)
+                     for s in old | ks["pending"]}
+    assert show(p)["status"] == "verified"
+    # removing the old records early does not fail the domain: only the
+    # active keys count
+    u.set_records([(n, t, v) for n, t, v in records_of(p)
+                   if not any(n.startswith(s + ".") for s in old)])
+    r = verify(p)
+    assert r.returncode == 0, r.stdout
+    assert show(p)["status"] == "verified"
+    # once queue_lifetime has passed they are no longer listed
+    time.sleep(max(0, t_promoted + 3.5 - time.time()))
+    assert verify(p).returncode == 0
     names = {x["name"] for x in by_purpose(p, "dkim")}
     assert names == {"%s._domainkey.%s" % (s, DOMAIN) for s in ks["pending"]}
     assert show(p)["status"] == "verified"
