@@ -107,6 +107,8 @@ struct drcpt {
 	char			*remote;	/* MX host name, NULL if none */
 	const char		*category;	/* of a failure (bounce.h) */
 	int			 suppressed;	/* on the suppression list */
+	char			*notify;	/* DSN NOTIFY, NULL: default */
+	char			*orcpt;		/* DSN ORCPT, or NULL */
 };
 
 struct djob {
@@ -140,6 +142,8 @@ struct dmsg {
 	int			 gone;		/* deleted meanwhile */
 	struct prepare_req	*preq;		/* being prepared */
 	int			 personalised;	/* per-recipient copies */
+	char			*envid;		/* DSN ENVID, or NULL */
+	int			 ret_full;	/* DSN RET=FULL */
 };
 
 /* Resolved hosts of a destination, shared by its connections. */
@@ -292,8 +296,11 @@ deliver_msg_free(struct dmsg *m)
 		free(m->rcpts[i].address);
 		free(m->rcpts[i].text);
 		free(m->rcpts[i].remote);
+		free(m->rcpts[i].notify);
+		free(m->rcpts[i].orcpt);
 	}
 	free(m->rcpts);
+	free(m->envid);
 	free(m->tenant);
 	free(m->mail_from);
 	free(m->data);
@@ -360,8 +367,12 @@ deliver_dsn(struct dmsg *m)
 		return;		/* never a bounce for a bounce */
 	dr = xcalloc(m->nrcpts, sizeof(*dr));
 	for (i = 0; i < m->nrcpts; i++) {
-		if (!m->rcpts[i].bounced)
+		/* NOTIFY without FAILURE (NEVER, or SUCCESS/DELAY only):
+		 * no failure report for this recipient (RFC 3461 4.1) */
+		if (!m->rcpts[i].bounced || (m->rcpts[i].notify != NULL &&
+		    strstr(m->rcpts[i].notify, "FAILURE") == NULL))
 			continue;
+		dr[n].orcpt = m->rcpts[i].orcpt;
 		dr[n].address = m->rcpts[i].address;
 		dr[n].status = m->rcpts[i].enh;
 		dr[n].remote_mta = m->rcpts[i].remote;
@@ -391,6 +402,11 @@ deliver_dsn(struct dmsg *m)
 	in.nrcpts = n;
 	in.headers = m->data;
 	in.headers_len = dsn_header_len(m->data, m->len);
+	in.envid = m->envid;
+	if (m->ret_full && m->len <= DELIVER_DSN_FULL_MAX) {
+		in.full = m->data;
+		in.full_len = m->len;
+	}
 	if (deliver_dsn_domain(m, fdom, sizeof(fdom)) == 0)
 		in.from_domain = fdom;
 	if ((body = evbuffer_new()) == NULL)
@@ -1257,7 +1273,7 @@ deliver_load(struct deliver *dl, const char *qid)
 	struct drcpt *r;
 	struct djob *j;
 	json_t *msg, *rcpts, *rc, *lr, *prep = NULL;
-	const char *st;
+	const char *st, *s;
 	size_t i, n = 0;
 	int64_t now = util_now();
 	unsigned h;
@@ -1282,6 +1298,10 @@ deliver_load(struct deliver *dl, const char *qid)
 	    "mail_from")) : "");
 	m->received_at = json_integer_value(json_object_get(msg,
 	    "received_at"));
+	if ((s = json_string_value(json_object_get(msg, "envid"))) != NULL)
+		m->envid = xstrdup(s);
+	m->ret_full = (s = json_string_value(json_object_get(msg, "ret"))) !=
+	    NULL && strcmp(s, "FULL") == 0;
 	m->len = evbuffer_get_length(body);
 	m->data = xmalloc(m->len ? m->len : 1);
 	evbuffer_remove(body, m->data, m->len);
@@ -1307,6 +1327,12 @@ deliver_load(struct deliver *dl, const char *qid)
 		r->text = xstrdup(json_string_value(json_object_get(lr,
 		    "text")) ? json_string_value(json_object_get(lr, "text")) :
 		    "no attempt made");
+		if ((s = json_string_value(json_object_get(rc, "notify"))) !=
+		    NULL)
+			r->notify = xstrdup(s);
+		if ((s = json_string_value(json_object_get(rc, "orcpt"))) !=
+		    NULL)
+			r->orcpt = xstrdup(s);
 	}
 	m->nrcpts = n;
 	st = json_string_value(json_object_get(msg, "stage"));

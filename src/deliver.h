@@ -27,6 +27,9 @@ struct deliver;
 #define DELIVER_SCAN_BATCH	1000	/* messages loaded per scan at most */
 #define DELIVER_INFLIGHT_MAX	20000	/* messages in memory at most */
 #define DELIVER_IDLE_MS		3000	/* idle outbound connection kept */
+#define DELIVER_DSN_FULL_MAX	50000	/* RET=FULL returns a message up to
+					 * this size whole, else its headers
+					 * (Postfix's bounce_size_limit) */
 #define DELIVER_MX_CACHE_MS	60000	/* MX answer reused at most this long
 					 * (less when its TTL is shorter) */
 #define DELIVER_DEAD_MS		2000	/* after every address of a

@@ -94,13 +94,14 @@ void
 dsn_build(const struct dsn_info *in, struct evbuffer *out)
 {
 	char date[64], arrival[64], from[320], addr[320], text[DSN_TEXT_MAX + 1];
-	char host[256], status[16];
+	char host[256], status[16], envid[101];
 	const struct dsn_rcpt *r;
 	size_t i;
 
 	dsn_date(in->now, date, sizeof(date));
 	dsn_date(in->arrival, arrival, sizeof(arrival));
 	dsn_clean(from, sizeof(from), in->orig_from);
+	dsn_clean(envid, sizeof(envid), in->envid);
 
 	evbuffer_add_printf(out,
 	    "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n"
@@ -147,17 +148,25 @@ dsn_build(const struct dsn_info *in, struct evbuffer *out)
 	    "Content-Description: Delivery report\r\n"
 	    "Content-Type: message/delivery-status\r\n"
 	    "\r\n"
+	    "%s%s%s"
 	    "Reporting-MTA: dns; %s\r\n"
 	    "X-Petrel-Queue-ID: %s\r\n"
 	    "Arrival-Date: %s\r\n",
-	    in->boundary, in->reporting_mta, in->qid, arrival);
+	    in->boundary, in->envid != NULL ? "Original-Envelope-Id: " : "",
+	    envid, in->envid != NULL ? "\r\n" : "", in->reporting_mta,
+	    in->qid, arrival);
 	for (i = 0; i < in->nrcpts; i++) {
 		r = &in->rcpts[i];
+		evbuffer_add(out, "\r\n", 2);	/* each recipient's group */
+		if (r->orcpt != NULL) {
+			dsn_clean(addr, sizeof(addr), r->orcpt);
+			evbuffer_add_printf(out, "Original-Recipient: %s\r\n",
+			    addr);
+		}
 		dsn_clean(addr, sizeof(addr), r->address);
 		dsn_clean(text, sizeof(text), r->text);
 		dsn_clean(status, sizeof(status), r->status);
 		evbuffer_add_printf(out,
-		    "\r\n"
 		    "Final-Recipient: rfc822; %s\r\n"
 		    "Action: failed\r\n"
 		    "Status: %s\r\n", addr, status[0] ? status : "5.0.0");
@@ -181,9 +190,13 @@ dsn_build(const struct dsn_info *in, struct evbuffer *out)
 	evbuffer_add_printf(out,
 	    "\r\n"
 	    "--%s\r\n"
-	    "Content-Description: Undelivered Message Headers\r\n"
-	    "Content-Type: text/rfc822-headers\r\n"
-	    "\r\n", in->boundary);
-	dsn_add_headers(out, in->headers, in->headers_len);
+	    "Content-Description: Undelivered Message%s\r\n"
+	    "Content-Type: %s\r\n"
+	    "\r\n", in->boundary, in->full != NULL ? "" : " Headers",
+	    in->full != NULL ? "message/rfc822" : "text/rfc822-headers");
+	if (in->full != NULL)
+		dsn_add_headers(out, in->full, in->full_len);
+	else
+		dsn_add_headers(out, in->headers, in->headers_len);
 	evbuffer_add_printf(out, "\r\n--%s--\r\n", in->boundary);
 }

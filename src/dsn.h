@@ -29,6 +29,7 @@ struct dsn_rcpt {
 	int		 code;		/* SMTP reply code (local ones too) */
 	const char	*reply_enh;	/* the reply's enhanced code or "" */
 	const char	*text;		/* reply text */
+	const char	*orcpt;		/* ORCPT "type;address", or NULL */
 };
 
 struct dsn_info {
@@ -43,6 +44,11 @@ struct dsn_info {
 	size_t			 nrcpts;
 	const unsigned char	*headers;	/* original header section */
 	size_t			 headers_len;
+	/* RET=FULL: the whole original message instead of its header
+	 * section (message/rfc822); NULL: headers only */
+	const unsigned char	*full;
+	size_t			 full_len;
+	const char		*envid;		/* ENVID, or NULL */
 	/* From: MAILER-DAEMON@from_domain (a tenant domain, so the report
 	 * can be DKIM-signed with d= its From domain); NULL: reporting_mta */
 	const char		*from_domain;

@@ -22,5 +22,6 @@
  * every accepted message can be signed */
 #define SMTP_HEADER_FIELDS_MAX 500
 #define SMTP_AUTH_LINE_MAX   12288    /* an AUTH response line */
+#define SMTP_ENVID_MAX       100      /* RFC 3461 4.4 ENVID characters */
 
 #endif

@@ -79,6 +79,8 @@ struct queue_req {
 	char			**rcpts;
 	size_t			 nrcpts;
 	json_t			*client;	/* own deep copy */
+	char			*envid, *ret;	/* DSN parameters (or NULL) */
+	char			**notify, **orcpt;	/* nrcpts each, or NULL */
 	int			 aux_db;	/* queue_envelope's aux record */
 	void			*aux_key;
 	size_t			 aux_keylen;
@@ -218,9 +220,18 @@ queue_req_free(struct queue_req *r)
 	free(r->mail_from);
 	free(r->header_from);
 	free(r->message_id);
-	for (i = 0; i < r->nrcpts; i++)
+	for (i = 0; i < r->nrcpts; i++) {
 		free(r->rcpts[i]);
+		if (r->notify != NULL)
+			free(r->notify[i]);
+		if (r->orcpt != NULL)
+			free(r->orcpt[i]);
+	}
 	free(r->rcpts);
+	free(r->notify);
+	free(r->orcpt);
+	free(r->envid);
+	free(r->ret);
 	for (i = 0; i < r->nupd; i++) {
 		free((char *)r->upd[i].status);
 		free((char *)r->upd[i].enhanced);
@@ -336,6 +347,20 @@ queue_submit(struct queue *q, const struct queue_envelope *envl,
 	r->rcpts = xcalloc(r->nrcpts ? r->nrcpts : 1, sizeof(char *));
 	for (i = 0; i < r->nrcpts; i++)
 		r->rcpts[i] = xstrdup(envl->rcpts[i]);
+	r->envid = envl->envid ? xstrdup(envl->envid) : NULL;
+	r->ret = envl->ret ? xstrdup(envl->ret) : NULL;
+	if (envl->notify != NULL) {
+		r->notify = xcalloc(r->nrcpts ? r->nrcpts : 1, sizeof(char *));
+		for (i = 0; i < r->nrcpts; i++)
+			r->notify[i] = envl->notify[i] ?
+			    xstrdup(envl->notify[i]) : NULL;
+	}
+	if (envl->orcpt != NULL) {
+		r->orcpt = xcalloc(r->nrcpts ? r->nrcpts : 1, sizeof(char *));
+		for (i = 0; i < r->nrcpts; i++)
+			r->orcpt[i] = envl->orcpt[i] ?
+			    xstrdup(envl->orcpt[i]) : NULL;
+	}
 	/* the writer thread owns this copy: no shared jansson refcounts */
 	r->client = envl->client ? json_deep_copy(envl->client) : json_object();
 	if (r->client == NULL)
@@ -900,6 +925,10 @@ queue_write_one(struct queue *q, MDB_txn *txn, struct queue_req *r,
 	    "nrcpts", (json_int_t)r->nrcpts, "stage", "received");
 	if (msg == NULL)
 		fatalx("queue: json_pack failed");
+	if (r->envid != NULL)
+		json_object_set_new(msg, "envid", events_jstr(r->envid));
+	if (r->ret != NULL)
+		json_object_set_new(msg, "ret", events_jstr(r->ret));
 	rc = queue_put_json(txn, store_dbi(st, DB_MESSAGES), r->qid,
 	    QUEUE_ID_LEN, msg, MDB_NOOVERWRITE);
 	/* one "queued" event per recipient, in the same transaction */
@@ -929,6 +958,12 @@ queue_write_one(struct queue *q, MDB_txn *txn, struct queue_req *r,
 		    (json_int_t)now, "next_attempt", (json_int_t)now);
 		if (rc_obj == NULL)
 			fatalx("queue: json_pack failed");
+		if (r->notify != NULL && r->notify[i] != NULL)
+			json_object_set_new(rc_obj, "notify",
+			    events_jstr(r->notify[i]));
+		if (r->orcpt != NULL && r->orcpt[i] != NULL)
+			json_object_set_new(rc_obj, "orcpt",
+			    events_jstr(r->orcpt[i]));
 		rc = queue_put_json(txn, store_dbi(st, DB_RCPTS), rkey,
 		    sizeof(rkey), rc_obj, MDB_NOOVERWRITE);
 		json_decref(rc_obj);

@@ -59,6 +59,14 @@ struct queue_envelope {
 	const char	*const *rcpts;
 	size_t		 nrcpts;
 	json_t		*client;	/* borrowed: {"ip","helo","tls","auth"} */
+	/* SMTP DSN parameters (RFC 3461), all optional (NULL): ENVID and
+	 * RET ("FULL"/"HDRS") of the message; NOTIFY ("NEVER" or a list of
+	 * SUCCESS, FAILURE, DELAY) and ORCPT ("type;address") per recipient,
+	 * as arrays of nrcpts whose entries may be NULL. Copied. */
+	const char	*envid;
+	const char	*ret;
+	const char	*const *notify;
+	const char	*const *orcpt;
 	/* Optional extra record written with MDB_NOOVERWRITE in the
 	 * message's own transaction (the HTTP API's operation id: the
 	 * operation and its message are committed together or not at all).

@@ -44,6 +44,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,11 @@ struct smtp_tx {
 	struct smtp_data data;
 	char		*msgid;		/* the message's Message-ID, once
 					 * its header is read (events) */
+	/* DSN parameters (RFC 3461): ENVID, RET (0 none, 1 HDRS, 2 FULL),
+	 * per recipient NOTIFY and ORCPT (NULL when not given) */
+	char		*envid;
+	int		 ret;
+	char		**notify, **orcpt;
 };
 
 struct smtp_authjob;
@@ -438,9 +444,15 @@ smtp_tx_free(struct smtp_session *s)
 
 	if (tx == NULL)
 		return;
-	for (i = 0; i < tx->nrcpts; i++)
+	for (i = 0; i < tx->nrcpts; i++) {
 		free(tx->rcpts[i]);
+		free(tx->notify[i]);
+		free(tx->orcpt[i]);
+	}
 	free(tx->rcpts);
+	free(tx->notify);
+	free(tx->orcpt);
+	free(tx->envid);
 	free(tx->mail_from);
 	free(tx->tenant);
 	free(tx->msgid);
@@ -1123,7 +1135,9 @@ cmd_mail(struct smtp_session *s, const char *arg, size_t len)
 	struct smtp_param prm;
 	const char *p, *end = arg + len, *err = NULL, *gt;
 	char xbuf[ADDRESS_MAX_LEN + 1], norm[DOMAIN_MAX_LEN + 1];
+	char envid[SMTP_ENVID_MAX + 1] = "";
 	int smtputf8 = 0, binary = 0, seen_size = 0, seen_body = 0, rc;
+	int ret = 0;
 	uint64_t size;
 	size_t used;
 
@@ -1194,17 +1208,22 @@ cmd_mail(struct smtp_session *s, const char *arg, size_t len)
 		} else if (smtp_param_is(&prm, "AUTH") ||
 		    smtp_param_is(&prm, "ENVID")) {
 			if (prm.val == NULL || smtp_xtext_decode(prm.val,
-			    prm.vallen, xbuf, sizeof(xbuf), &err) == -1) {
+			    prm.vallen, xbuf, sizeof(xbuf), &err) == -1 ||
+			    (smtp_param_is(&prm, "ENVID") && (envid[0] != '\0' ||
+			    xbuf[0] == '\0' || strlen(xbuf) > SMTP_ENVID_MAX))) {
 				smtp_reply(s, 501, "5.5.4", "Bad %.*s parameter",
 				    (int)prm.keylen, prm.key);
 				return;
 			}
+			if (smtp_param_is(&prm, "ENVID"))
+				util_strlcpy(envid, xbuf, sizeof(envid));
 		} else if (smtp_param_is(&prm, "RET")) {
-			if (prm.val == NULL || !((prm.vallen == 4 &&
+			if (prm.val == NULL || ret != 0 || !((prm.vallen == 4 &&
 			    strncasecmp(prm.val, "FULL", 4) == 0) ||
 			    (prm.vallen == 4 &&
 			    strncasecmp(prm.val, "HDRS", 4) == 0)))
 				goto badparam;
+			ret = toupper((unsigned char)prm.val[0]) == 'F' ? 2 : 1;
 		} else {
 			smtp_reply(s, 555, "5.5.4", "Unsupported parameter");
 			return;
@@ -1232,6 +1251,8 @@ cmd_mail(struct smtp_session *s, const char *arg, size_t len)
 	s->tx->mail_from = xasprintf("%s@%s", path.local, path.domain);
 	s->tx->smtputf8 = smtputf8;
 	s->tx->binarymime = binary;
+	s->tx->envid = envid[0] != '\0' ? xstrdup(envid) : NULL;
+	s->tx->ret = ret;
 	smtp_enter_state(s, S_MAIL);
 	evbuffer_add_printf(smtp_out(s), "250 2.1.0 Ok\r\n");
 	return;
@@ -1269,8 +1290,9 @@ cmd_rcpt(struct smtp_session *s, const char *arg, size_t len)
 	struct smtp_path path;
 	struct smtp_param prm;
 	const char *p, *end = arg + len, *err = NULL, *semi, *gt;
-	char xbuf[ADDRESS_MAX_LEN * 2 + 1];
-	size_t used;
+	char xbuf[ADDRESS_MAX_LEN * 2 + 1], notify[32] = "";
+	char *orcpt = NULL;
+	size_t used, i;
 	int rc;
 
 	if (!smtp_prefix(arg, len, "TO:")) {
@@ -1314,38 +1336,54 @@ cmd_rcpt(struct smtp_session *s, const char *arg, size_t len)
 			    &err) == -1 || xbuf[0] == '\0') {
 				smtp_reply(s, 501, "5.5.4", "Bad ORCPT "
 				    "parameter");
-				return;
+				goto out;
 			}
+			free(orcpt);
+			orcpt = xasprintf("%.*s;%s", (int)(semi - prm.val),
+			    prm.val, xbuf);
 		} else if (smtp_param_is(&prm, "NOTIFY")) {
 			if (prm.val == NULL || !notify_ok(prm.val,
-			    prm.vallen)) {
+			    prm.vallen) || prm.vallen >= sizeof(notify)) {
 				smtp_reply(s, 501, "5.5.4", "Bad NOTIFY "
 				    "parameter");
-				return;
+				goto out;
 			}
+			for (i = 0; i < prm.vallen; i++)
+				notify[i] = (char)toupper(
+				    (unsigned char)prm.val[i]);
+			notify[i] = '\0';
 		} else {
 			smtp_reply(s, 555, "5.5.4", "Unsupported parameter");
-			return;
+			goto out;
 		}
 	}
 	if (rc == -1) {
 		smtp_reply(s, 501, "5.5.4", "Bad parameter: %s", err);
-		return;
+		goto out;
 	}
 	if (path.utf8 && !tx->smtputf8) {
 		smtp_reply(s, 553, "5.6.7", "Non-ASCII recipient address "
 		    "needs SMTPUTF8");
-		return;
+		goto out;
 	}
 	if (tx->nrcpts == tx->rcpts_cap) {
 		tx->rcpts_cap = tx->rcpts_cap ? tx->rcpts_cap * 2 : 4;
 		tx->rcpts = xrealloc(tx->rcpts,
 		    tx->rcpts_cap * sizeof(*tx->rcpts));
+		tx->notify = xrealloc(tx->notify,
+		    tx->rcpts_cap * sizeof(*tx->notify));
+		tx->orcpt = xrealloc(tx->orcpt,
+		    tx->rcpts_cap * sizeof(*tx->orcpt));
 	}
+	tx->notify[tx->nrcpts] = notify[0] != '\0' ? xstrdup(notify) : NULL;
+	tx->orcpt[tx->nrcpts] = orcpt;
+	orcpt = NULL;
 	tx->rcpts[tx->nrcpts++] = xasprintf("%s@%s", path.local,
 	    path.domain);
 	smtp_enter_state(s, S_RCPT);
 	evbuffer_add_printf(smtp_out(s), "250 2.1.5 Ok\r\n");
+out:
+	free(orcpt);
 }
 
 /* DATA / BDAT */
@@ -1741,6 +1779,10 @@ smtp_end_of_message(struct smtp_session *s)
 	qe.message_id = msgid;
 	qe.rcpts = (const char *const *)tx->rcpts;
 	qe.nrcpts = tx->nrcpts;
+	qe.envid = tx->envid;
+	qe.ret = tx->ret == 2 ? "FULL" : tx->ret == 1 ? "HDRS" : NULL;
+	qe.notify = (const char *const *)tx->notify;
+	qe.orcpt = (const char *const *)tx->orcpt;
 	qe.client = client;
 	smtp_enter_state(s, S_QUEUE);
 	qid[0] = '\0';

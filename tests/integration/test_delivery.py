@@ -320,6 +320,52 @@ def test_550_bounce_and_dsn_to_sender_mx(petrel_factory, unbound_factory,
     assert len(back.messages) == 1
 
 
+def test_dsn_parameters(petrel_factory, unbound_factory, sink_factory):
+    """RFC 3461 parameters given at submission: NOTIFY=NEVER and
+    NOTIFY=SUCCESS get no failure report, ORCPT and ENVID appear in the
+    report, RET=FULL returns the whole message"""
+    recs = [("dest.test", "MX", "10 mx.dest.test."),
+            ("mx.dest.test", "A", HOSTS[1])]
+    e = Env(petrel_factory, unbound_factory, recs, sender_mx=HOSTS[2])
+    fresh(sink_factory, HOSTS[1], e.port,
+          reply=lambda a: "550 5.1.1 no such user")
+    back = fresh(sink_factory, HOSTS[2], e.port)
+    data = ("From: %s\r\nTo: x@dest.test\r\nSubject: dsn params\r\n"
+            "Message-ID: <dsnp.%f@app.test>\r\n\r\nthe whole body\r\n"
+            % (e.sender, time.time())).encode()
+    with smtplib.SMTP("127.0.0.1", e.p.ports["relay"], timeout=10) as s:
+        s.ehlo("client.test")
+        code, _ = s.mail(e.sender, ["ENVID=env+2B1", "RET=FULL"])
+        assert code == 250
+        for rcpt, opts in (("never@dest.test", ["NOTIFY=NEVER"]),
+                           ("success@dest.test", ["NOTIFY=SUCCESS"]),
+                           ("fail@dest.test", ["NOTIFY=FAILURE,DELAY",
+                            "ORCPT=rfc822;orig+40example.test"]),
+                           ("plain@dest.test", [])):
+            assert s.rcpt(rcpt, opts)[0] == 250, rcpt
+        code, msg = s.data(data)
+        assert code == 250, msg
+    qid = re.search(rb"queued as ([0-9A-Z]{14})", msg).group(1).decode()
+    e.wait_status(qid, ["bounced"] * 4)
+    dsn = back.wait_for(1, timeout=20)[0]
+    m = email.message_from_bytes(dsn["data"], policy=default_policy)
+    parts = list(m.iter_parts())
+    assert [p.get_content_type() for p in parts] == [
+        "text/plain", "message/delivery-status", "message/rfc822"]
+    raw = dsn["data"].decode()
+    st = raw.split("Content-Type: message/delivery-status", 1)[1]
+    st = st.split("Content-Type: message/rfc822", 1)[0]
+    assert "Original-Envelope-Id: env+1\r\n" in st, st
+    assert "Final-Recipient: rfc822; fail@dest.test" in st
+    assert "Original-Recipient: rfc822;orig@example.test\r\n" \
+        "Final-Recipient: rfc822; fail@dest.test" in st, st
+    assert "Final-Recipient: rfc822; plain@dest.test" in st
+    assert "never@dest.test" not in st and "success@dest.test" not in st
+    assert "the whole body" in raw.split("Content-Type: message/rfc822")[1]
+    time.sleep(1.5)
+    assert len(back.messages) == 1
+
+
 # ------------------------------------------------------------ retries
 
 def test_451_deferred_then_delivered(petrel_factory, unbound_factory,
