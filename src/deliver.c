@@ -858,6 +858,58 @@ deliver_target(const struct dhosts *hs, size_t i, int port,
 	return -1;
 }
 
+/* deliver_conn_adopt - an idle connection of another destination to the
+ * host name, address and port d would try first: destinations whose MX
+ * is the same host share its connections, as Postfix's connection cache
+ * does. Moved to d (its idle timer stopped) and returned, or NULL. */
+static struct dconn *
+deliver_conn_adopt(struct ddest *d)
+{
+	struct deliver *dl = d->dl;
+	struct sockaddr_storage want, have;
+	socklen_t wl, hl;
+	const char *wh, *hh;
+	struct ddest *o;
+	struct dconn *cn;
+	size_t b;
+	int dport = d->port ? d->port : env->conf->smtp_remote_port;
+
+	if (d->hosts == NULL ||
+	    deliver_target(d->hosts, 0, dport, &wh, &want, &wl) == -1)
+		return NULL;
+	for (b = 0; b < DELIVER_HASH_SIZE; b++)
+		for (o = dl->dests[b]; o != NULL; o = o->hnext) {
+			if (o == d)
+				continue;
+			TAILQ_FOREACH(cn, &o->conns, entry) {
+				if (cn->state != DCONN_IDLE || cn->job != NULL ||
+				    cn->c == NULL || deliver_target(cn->hosts,
+				    cn->target, o->port ? o->port :
+				    env->conf->smtp_remote_port, &hh, &have,
+				    &hl) == -1 || hl != wl ||
+				    memcmp(&have, &want, wl) != 0 ||
+				    strcasecmp(hh, wh) != 0)
+					continue;
+				if (cn->idle_ev != NULL)
+					evtimer_del(cn->idle_ev);
+				TAILQ_REMOVE(&o->conns, cn, entry);
+				o->nconns--;
+				TAILQ_INSERT_TAIL(&d->conns, cn, entry);
+				d->nconns++;
+				cn->d = d;
+				deliver_hosts_unref(cn->hosts);
+				cn->hosts = d->hosts;
+				cn->hosts->refs++;
+				cn->target = 0;
+				log_debug("event=reuse relay=%s from=%s dest=%s",
+				    cn->relay, o->key, d->key);
+				deliver_dest_gc(o);
+				return cn;
+			}
+		}
+	return NULL;
+}
+
 /* deliver_dest_run - give ready jobs to idle connections, open more
  * connections within the limits, or resolve first */
 static void
@@ -906,6 +958,16 @@ deliver_dest_run(struct ddest *d)
 	}
 	want = d->njobs > d->nconnecting ? d->njobs - d->nconnecting : 0;
 	while (want > 0 && d->nconns < c->smtp_destination_concurrency) {
+		if ((cn = deliver_conn_adopt(d)) != NULL) {
+			j = TAILQ_FIRST(&d->jobs);
+			TAILQ_REMOVE(&d->jobs, j, entry);
+			d->njobs--;
+			cn->job = j;
+			deliver_conn_start(cn);
+			/* as above: start anew */
+			deliver_dest_run(d);
+			return;
+		}
 		if (dl->nconns >= c->smtp_max_connections) {
 			if (!d->waiting) {
 				TAILQ_INSERT_TAIL(&dl->waiting, d, wentry);

@@ -503,6 +503,35 @@ def test_connection_reuse_and_concurrency(petrel_factory, unbound_factory,
         e.wait_status(q, ["delivered"])
 
 
+def test_domains_sharing_an_mx_share_its_connection(petrel_factory,
+                                                    unbound_factory,
+                                                    sink_factory):
+    """a.test and b.test both have mx.shared.test: the message to b.test
+    goes over the connection the a.test one left idle"""
+    recs = [("a.test", "MX", "10 mx.shared.test."),
+            ("b.test", "MX", "10 mx.shared.test."),
+            ("c.test", "MX", "10 mx.other.test."),
+            ("mx.shared.test", "A", HOSTS[1]),
+            ("mx.other.test", "A", HOSTS[1])]
+    e = Env(petrel_factory, unbound_factory, recs)
+    s = fresh(sink_factory, HOSTS[1], e.port)
+    qa = e.send(["x@a.test"], "shared a")
+    e.wait_status(qa, ["delivered"])
+    qb = e.send(["y@b.test"], "shared b")
+    e.wait_status(qb, ["delivered"])
+    # another MX host name at the same address: its own connection (its
+    # TLS identity is another name)
+    qc = e.send(["z@c.test"], "other c")
+    e.wait_status(qc, ["delivered"])
+    got = s.wait_for(3, timeout=20)
+    assert [m["rcpt_tos"] for m in got] == [["x@a.test"], ["y@b.test"],
+                                            ["z@c.test"]]
+    assert got[0]["peer"] == got[1]["peer"], got
+    assert got[2]["peer"] != got[1]["peer"], got
+    e.p.wait_log(r"event=reuse relay=mx\.shared\.test\S* from=mx:a\.test "
+                 r"dest=mx:b\.test")
+
+
 # ------------------------------------------------------------ petrelctl
 
 def test_flush_delete_show(petrel_factory, unbound_factory, sink_factory):
