@@ -1954,6 +1954,7 @@ struct http_sjob {
 	char			*reason;
 	char			*token;
 	/* results, set on the worker */
+	char			*qid, *msgid;	/* unsubscribe: its message */
 	json_t			*result;
 	int			 status;
 	char			*err;
@@ -1990,6 +1991,8 @@ http_sjob_free(struct http_sjob *j)
 	free(j->address);
 	free(j->reason);
 	free(j->token);
+	free(j->qid);
+	free(j->msgid);
 	free(j->err);
 	free(j);
 }
@@ -2009,6 +2012,7 @@ http_sjob_work(void *arg)
 {
 	struct http_sjob *j = arg;
 	char *t = NULL, *r = NULL;
+	json_t *m;
 
 	switch (j->act) {
 	case SUP_PUT:
@@ -2035,7 +2039,8 @@ http_sjob_work(void *arg)
 		j->status = 200;
 		break;
 	case SUP_UNSUB:
-		if (unsub_apply(env->store, j->token, &t, &r, &j->err) == -1) {
+		if (unsub_apply(env->store, j->token, &t, &r, &j->qid,
+		    &j->err) == -1) {
 			j->status = j->err != NULL && strcmp(j->err,
 			    "invalid unsubscribe link") == 0 ? 404 : 500;
 			break;
@@ -2043,6 +2048,15 @@ http_sjob_work(void *arg)
 		j->tenant = t;
 		j->address = r;
 		j->status = 200;
+		/* the event names the message, while its record is kept */
+		if (j->qid != NULL && (m = queue_show_json(env->store,
+		    j->qid)) != NULL) {
+			if (json_string_value(json_object_get(m,
+			    "message_id")) != NULL)
+				j->msgid = xstrdup(json_string_value(
+				    json_object_get(m, "message_id")));
+			json_decref(m);
+		}
 		break;
 	}
 }
@@ -2058,8 +2072,9 @@ http_sjob_done(void *arg)
 	http_njobs--;
 	/* the suppression is stored whether or not the client waited */
 	if (j->act == SUP_UNSUB && j->status == 200)
-		events_emit(env->queue, "unsubscribed", j->tenant, NULL, NULL,
-		    j->address, json_pack("{s:s}", "source", "one-click"));
+		events_emit(env->queue, "unsubscribed", j->tenant, j->qid,
+		    j->msgid, j->address, json_pack("{s:s}", "source",
+		    "one-click"));
 	if (j->evcon != NULL)
 		evhttp_connection_set_closecb(j->evcon, NULL, NULL);
 	if (j->evcon == NULL) {
@@ -2242,7 +2257,7 @@ http_unsub(struct http_ctx *c)
 		return;
 	}
 	if (strlen(token) > UNSUB_TOKEN_MAX ||
-	    unsub_token_parse(env->store, token, &tenant, &rcpt) == -1) {
+	    unsub_token_parse(env->store, token, &tenant, &rcpt, NULL) == -1) {
 		http_log(c, 404, "NotFound", " unsubscribe=invalid");
 		http_reply_body(c->req, c->rid, 404, "text/plain; charset=utf-8",
 		    "Unknown or invalid unsubscribe link.\n");

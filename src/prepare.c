@@ -308,7 +308,7 @@ prepare_personalise(const struct prepare_ctx *ctx, const char *rcpt,
 	if (ctx->domain_rec == NULL)
 		return 0;
 	h = unsub_headers(ctx->store, ctx->conf, ctx->domain_rec, ctx->tenant,
-	    rcpt);
+	    rcpt, ctx->qid);
 	if (h != NULL && evbuffer_prepend(msg, h, strlen(h)) != 0)
 		rc = -1;
 	free(h);

@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "limits.h"
+#include "queue.h"
 #include "store.h"
 #include "suppress.h"
 #include "unsub.h"
@@ -35,7 +36,10 @@
 #define UNSUB_MAC_LEN		32
 #define UNSUB_SECRET_KEY	"unsub_secret"
 #define UNSUB_MAC_LABEL		"petrel-unsub-v1"
-#define UNSUB_PAYLOAD_MAX	(NAME_MAX_LEN + 1 + ADDRESS_MAX_LEN)
+/* tenant NUL rcpt [NUL qid]: tokens made before the queue id was added
+ * have no third part and stay valid */
+#define UNSUB_PAYLOAD_MAX	(NAME_MAX_LEN + 1 + ADDRESS_MAX_LEN + 1 + \
+				 QUEUE_ID_LEN)
 #define UNSUB_LINE_MAX		998	/* RFC 5322 line limit */
 
 /* unsub_secret - the HMAC key of unsubscribe tokens (store_secret) */
@@ -63,10 +67,10 @@ unsub_mac(const unsigned char secret[UNSUB_SECRET_LEN], const char *payload,
 		fatalx("unsub_mac: HMAC failed");
 }
 
-/* unsub_payload - tenant NUL lower(rcpt) into buf; its length, 0 when
- * either is invalid */
+/* unsub_payload - tenant NUL lower(rcpt) [NUL qid] into buf; its length,
+ * 0 when one is invalid */
 static size_t
-unsub_payload(const char *tenant, const char *rcpt,
+unsub_payload(const char *tenant, const char *rcpt, const char *qid,
     char buf[UNSUB_PAYLOAD_MAX])
 {
 	const char *err;
@@ -74,7 +78,8 @@ unsub_payload(const char *tenant, const char *rcpt,
 
 	if (tenant == NULL || rcpt == NULL ||
 	    store_valid_name(tenant, &err) == -1 ||
-	    suppress_valid_address(rcpt, &err) == -1)
+	    suppress_valid_address(rcpt, &err) == -1 ||
+	    (qid != NULL && queue_id_valid(qid) != 0))
 		return 0;
 	tl = strlen(tenant);
 	rl = strlen(rcpt);
@@ -84,17 +89,22 @@ unsub_payload(const char *tenant, const char *rcpt,
 	for (size_t i = tl + 1; i < tl + 1 + rl; i++)
 		if (buf[i] >= 'A' && buf[i] <= 'Z')
 			buf[i] = (char)(buf[i] - 'A' + 'a');
-	return tl + 1 + rl;
+	if (qid == NULL)
+		return tl + 1 + rl;
+	buf[tl + 1 + rl] = '\0';
+	memcpy(buf + tl + 2 + rl, qid, QUEUE_ID_LEN);
+	return tl + 2 + rl + QUEUE_ID_LEN;
 }
 
 char *
-unsub_token(struct store *st, const char *tenant, const char *rcpt)
+unsub_token(struct store *st, const char *tenant, const char *rcpt,
+    const char *qid)
 {
 	unsigned char secret[UNSUB_SECRET_LEN], mac[UNSUB_MAC_LEN];
 	char payload[UNSUB_PAYLOAD_MAX], *p, *m, *tok;
 	size_t plen;
 
-	if ((plen = unsub_payload(tenant, rcpt, payload)) == 0 ||
+	if ((plen = unsub_payload(tenant, rcpt, qid, payload)) == 0 ||
 	    unsub_secret(st, 1, secret) == -1)
 		return NULL;
 	unsub_mac(secret, payload, plen, mac);
@@ -109,12 +119,12 @@ unsub_token(struct store *st, const char *tenant, const char *rcpt)
 
 int
 unsub_token_parse(struct store *st, const char *token, char **tenant_r,
-    char **rcpt_r)
+    char **rcpt_r, char **qid_r)
 {
 	unsigned char secret[UNSUB_SECRET_LEN], mac[UNSUB_MAC_LEN];
 	unsigned char got[UNSUB_MAC_LEN + 3];
 	unsigned char payload[UNSUB_PAYLOAD_MAX + 8];
-	const char *dot, *nul;
+	const char *dot, *nul, *nul2, *qid = NULL;
 	char norm[UNSUB_PAYLOAD_MAX];
 	size_t len, plen_enc;
 	long plen, mlen;
@@ -132,15 +142,20 @@ unsub_token_parse(struct store *st, const char *token, char **tenant_r,
 	    (mlen = util_b64url_decode(dot + 1, len - plen_enc - 1, got)) !=
 	    UNSUB_MAC_LEN)
 		return -1;
-	/* tenant NUL rcpt, with exactly one NUL */
-	if ((nul = memchr(payload, '\0', (size_t)plen)) == NULL ||
-	    memchr(nul + 1, '\0', (size_t)plen - (size_t)(nul + 1 -
-	    (const char *)payload)) != NULL)
+	/* tenant NUL rcpt [NUL qid] */
+	if ((nul = memchr(payload, '\0', (size_t)plen)) == NULL)
 		return -1;
 	payload[plen] = '\0';
+	if ((nul2 = memchr(nul + 1, '\0', (size_t)plen - (size_t)(nul + 1 -
+	    (const char *)payload))) != NULL) {
+		if ((const unsigned char *)nul2 + 1 + QUEUE_ID_LEN !=
+		    payload + plen)
+			return -1;
+		qid = nul2 + 1;
+	}
 	/* the same canonical form unsub_token MACs */
-	if (unsub_payload((const char *)payload, nul + 1, norm) != (size_t)plen ||
-	    memcmp(norm, payload, (size_t)plen) != 0)
+	if (unsub_payload((const char *)payload, nul + 1, qid, norm) !=
+	    (size_t)plen || memcmp(norm, payload, (size_t)plen) != 0)
 		return -1;
 	if (unsub_secret(st, 0, secret) == -1)
 		return -1;
@@ -151,6 +166,8 @@ unsub_token_parse(struct store *st, const char *token, char **tenant_r,
 		return -1;
 	*tenant_r = xstrdup((const char *)payload);
 	*rcpt_r = xstrdup(nul + 1);
+	if (qid_r != NULL)
+		*qid_r = qid != NULL ? xstrdup(qid) : NULL;
 	return 0;
 }
 
@@ -180,13 +197,13 @@ unsub_base_url(const struct petrel_conf *cf)
 
 char *
 unsub_url(struct store *st, const struct petrel_conf *cf, const char *tenant,
-    const char *rcpt)
+    const char *rcpt, const char *qid)
 {
 	char *base, *tok, *url;
 
 	if ((base = unsub_base_url(cf)) == NULL)
 		return NULL;
-	if ((tok = unsub_token(st, tenant, rcpt)) == NULL) {
+	if ((tok = unsub_token(st, tenant, rcpt, qid)) == NULL) {
 		free(base);
 		return NULL;
 	}
@@ -198,7 +215,8 @@ unsub_url(struct store *st, const struct petrel_conf *cf, const char *tenant,
 
 char *
 unsub_headers(struct store *st, const struct petrel_conf *cf,
-    const json_t *domain_rec, const char *tenant, const char *rcpt)
+    const json_t *domain_rec, const char *tenant, const char *rcpt,
+    const char *qid)
 {
 	const char *mailto = cf->unsubscribe_mailto;
 	char *url, *first, *out;
@@ -206,7 +224,7 @@ unsub_headers(struct store *st, const struct petrel_conf *cf,
 
 	if (!json_is_true(json_object_get(domain_rec, "unsubscribe")))
 		return NULL;
-	if ((url = unsub_url(st, cf, tenant, rcpt)) == NULL)
+	if ((url = unsub_url(st, cf, tenant, rcpt, qid)) == NULL)
 		return NULL;
 	first = xasprintf("List-Unsubscribe: <%s>", url);
 	free(url);
@@ -232,22 +250,24 @@ unsub_headers(struct store *st, const struct petrel_conf *cf,
 
 int
 unsub_apply(struct store *st, const char *token, char **tenant_r,
-    char **rcpt_r, char **err_r)
+    char **rcpt_r, char **qid_r, char **err_r)
 {
-	char *tenant, *rcpt;
+	char *tenant, *rcpt, *qid;
 
 	*err_r = NULL;
-	if (unsub_token_parse(st, token, &tenant, &rcpt) == -1) {
+	if (unsub_token_parse(st, token, &tenant, &rcpt, &qid) == -1) {
 		*err_r = xstrdup("invalid unsubscribe link");
 		return -1;
 	}
-	if (suppress_add(st, tenant, rcpt, NULL, NULL, "unsubscribe", NULL,
+	if (suppress_add(st, tenant, rcpt, NULL, NULL, "unsubscribe", qid,
 	    err_r) == -1) {
 		free(tenant);
 		free(rcpt);
+		free(qid);
 		return -1;
 	}
 	*tenant_r = tenant;
 	*rcpt_r = rcpt;
+	*qid_r = qid;
 	return 0;
 }

@@ -13,20 +13,24 @@ struct store;
 struct petrel_conf;
 
 /* unsub_token - an unguessable token (HMAC-SHA256 with a secret kept in
- * the store's meta db, created on first use) that encodes tenant and
- * recipient; malloc'd, URL-safe */
-char *unsub_token(struct store *, const char *tenant, const char *rcpt);
+ * the store's meta db, created on first use) that encodes tenant,
+ * recipient and (when not NULL) the queue id of the message carrying it;
+ * malloc'd, URL-safe */
+char *unsub_token(struct store *, const char *tenant, const char *rcpt,
+    const char *qid);
 /* unsub_token_parse - verify a token (constant time); 0 and malloc'd
- * tenant/rcpt, or -1 */
+ * tenant/rcpt and *qid_r (NULL for a token without one; qid_r may be
+ * NULL), or -1 */
 int unsub_token_parse(struct store *, const char *token, char **tenant_r,
-    char **rcpt_r);
+    char **rcpt_r, char **qid_r);
 /* unsub_headers - the CRLF-terminated "List-Unsubscribe: <https://...>,
  * <mailto:...>" and "List-Unsubscribe-Post: List-Unsubscribe=One-Click"
  * fields for rcpt, or NULL when the sender domain (domain_rec) has
  * unsubscribe off or no unsubscribe URL base is configured. Safe to call
  * from worker threads. */
 char *unsub_headers(struct store *, const struct petrel_conf *,
-    const json_t *domain_rec, const char *tenant, const char *rcpt);
+    const json_t *domain_rec, const char *tenant, const char *rcpt,
+    const char *qid);
 
 /* Additions (unsub.c's owner). */
 /* longest token unsub_token_parse looks at */
@@ -38,13 +42,14 @@ char *unsub_base_url(const struct petrel_conf *);
 /* unsub_url - BASE/u/TOKEN for rcpt of tenant, malloc'd; NULL when no
  * base is configured or the address cannot have a token */
 char *unsub_url(struct store *, const struct petrel_conf *,
-    const char *tenant, const char *rcpt);
+    const char *tenant, const char *rcpt, const char *qid);
 /* unsub_apply - the work of POST /u/TOKEN: verify token and add its
  * recipient to its tenant's suppression list (source "unsubscribe").
- * 0 with malloc'd *tenant_r and *rcpt_r; -1 with malloc'd *err_r
- * ("invalid unsubscribe link" for a bad token). Writes to the store:
- * call it off the main loop. */
+ * 0 with malloc'd *tenant_r and *rcpt_r, and *qid_r (the message's queue
+ * id, NULL for an older token); -1 with malloc'd *err_r ("invalid
+ * unsubscribe link" for a bad token). Writes to the store: call it off
+ * the main loop. */
 int unsub_apply(struct store *, const char *token, char **tenant_r,
-    char **rcpt_r, char **err_r);
+    char **rcpt_r, char **qid_r, char **err_r);
 
 #endif

@@ -445,6 +445,14 @@ def test_one_click_unsubscribe(petrel_factory, unbound_factory,
     # and it is an event for the tenant's webhooks and GET /events
     e.p.wait_log(r"event=unsubscribed id=\d+ .*tenant=acme "
                  r".*rcpt=reader@dest\.test")
+    # ... naming the message the link came in (the token carries its
+    # queue id), as the suppression entry does
+    ev = [x for x in e.p.ctl_json("log", "search", "--recipient",
+                                  "reader@dest.test")
+          if x["type"] == "unsubscribed"]
+    assert len(ev) == 1 and ev[0]["qid"] == qid, ev
+    assert ev[0]["message_id"] == e.show(qid)["message_id"], ev
+    assert sup["reader@dest.test"]["qid"] == qid, sup
     # repeating it is harmless (and any body is accepted)
     st, _, _ = unsub_request(e.https_port, "POST", path, b"", certs=e.p.certs)
     assert st == 200
