@@ -910,6 +910,20 @@ deliver_conn_adopt(struct ddest *d)
 	return NULL;
 }
 
+/* deliver_dest_give - d's first ready job to its idle connection cn, then
+ * run d anew (deliver_conn_start may release connections) */
+static void
+deliver_dest_give(struct ddest *d, struct dconn *cn)
+{
+	struct djob *j = TAILQ_FIRST(&d->jobs);
+
+	TAILQ_REMOVE(&d->jobs, j, entry);
+	d->njobs--;
+	cn->job = j;
+	deliver_conn_start(cn);
+	deliver_dest_run(d);
+}
+
 /* deliver_dest_run - give ready jobs to idle connections, open more
  * connections within the limits, or resolve first */
 static void
@@ -918,20 +932,14 @@ deliver_dest_run(struct ddest *d)
 	struct deliver *dl = d->dl;
 	const struct petrel_conf *c = env->conf;
 	struct dconn *cn;
-	struct djob *j;
 	size_t want;
 
 	TAILQ_FOREACH(cn, &d->conns, entry) {
 		if (cn->state != DCONN_IDLE)
 			continue;
-		if ((j = TAILQ_FIRST(&d->jobs)) == NULL)
+		if (TAILQ_EMPTY(&d->jobs))
 			return;
-		TAILQ_REMOVE(&d->jobs, j, entry);
-		d->njobs--;
-		cn->job = j;
-		deliver_conn_start(cn);
-		/* deliver_conn_start may release connections: restart */
-		deliver_dest_run(d);
+		deliver_dest_give(d, cn);
 		return;
 	}
 	if (d->njobs == 0)
@@ -959,13 +967,7 @@ deliver_dest_run(struct ddest *d)
 	want = d->njobs > d->nconnecting ? d->njobs - d->nconnecting : 0;
 	while (want > 0 && d->nconns < c->smtp_destination_concurrency) {
 		if ((cn = deliver_conn_adopt(d)) != NULL) {
-			j = TAILQ_FIRST(&d->jobs);
-			TAILQ_REMOVE(&d->jobs, j, entry);
-			d->njobs--;
-			cn->job = j;
-			deliver_conn_start(cn);
-			/* as above: start anew */
-			deliver_dest_run(d);
+			deliver_dest_give(d, cn);
 			return;
 		}
 		if (dl->nconns >= c->smtp_max_connections) {
