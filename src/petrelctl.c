@@ -277,10 +277,11 @@ ctl_fmt_time(const json_t *v, char *buf, size_t len)
 	util_strlcpy(buf, "-", len);
 }
 
-/* ctl_print_names - a list of {"name","created"} objects as JSON (--json)
+/* ctl_print_names - a list of {key,"created"} objects as JSON (--json)
  * or as a two-column table headed by what; consumes list */
 static int
-ctl_print_names(struct ctl *ctl, json_t *list, const char *what)
+ctl_print_names(struct ctl *ctl, json_t *list, const char *what,
+    const char *key)
 {
 	const json_t *o;
 	char when[64];
@@ -293,7 +294,7 @@ ctl_print_names(struct ctl *ctl, json_t *list, const char *what)
 		json_array_foreach(list, i, o) {
 			ctl_fmt_time(json_object_get(o, "created"), when,
 			    sizeof(when));
-			printf("%-32s %s\n", ctl_str(o, "name", "?"), when);
+			printf("%-32s %s\n", ctl_str(o, key, "?"), when);
 		}
 	}
 	json_decref(list);
@@ -486,7 +487,8 @@ ctl_tenant_add(struct ctl *ctl, int argc, char **argv)
 static int
 ctl_tenant_list(struct ctl *ctl, int argc, char **argv)
 {
-	return ctl_print_names(ctl, admin_tenant_list(ctl->store), "TENANT");
+	return ctl_print_names(ctl, admin_tenant_list(ctl->store), "TENANT",
+	    "name");
 }
 
 static int
@@ -542,24 +544,12 @@ ctl_user_del(struct ctl *ctl, int argc, char **argv)
 static int
 ctl_user_list(struct ctl *ctl, int argc, char **argv)
 {
-	json_t *list, *u;
-	char *err = NULL, when[64];
-	size_t i;
+	json_t *list;
+	char *err = NULL;
 
 	if ((list = admin_user_list(ctl->store, argv[0], NULL, &err)) == NULL)
 		return ctl_fail(err, "cannot list users");
-	if (ctl->json)
-		ctl_print_json(list);
-	else {
-		printf("%-32s %s\n", "USER", "CREATED");
-		json_array_foreach(list, i, u) {
-			ctl_fmt_time(json_object_get(u, "created"), when,
-			    sizeof(when));
-			printf("%-32s %s\n", ctl_str(u, "user", "?"), when);
-		}
-	}
-	json_decref(list);
-	return CTL_EXIT_OK;
+	return ctl_print_names(ctl, list, "USER", "user");
 }
 
 /* --- domains --- */
@@ -1180,7 +1170,7 @@ ctl_apikey_list(struct ctl *ctl, int argc, char **argv)
 
 	if ((list = apikey_list(ctl->store, argv[0], &err)) == NULL)
 		return ctl_fail(err, "cannot list api keys");
-	return ctl_print_names(ctl, list, "NAME");
+	return ctl_print_names(ctl, list, "NAME", "name");
 }
 
 static int
