@@ -423,6 +423,25 @@ webhook_list(struct store *st, const char *tenant)
 	return out;
 }
 
+/* webhook_del_txn - inside txn, webhook id's record and its cursor (which
+ * may not exist yet); 0 or an LMDB error */
+static int
+webhook_del_txn(MDB_txn *txn, struct store *st, const char *id)
+{
+	char k[WEBHOOK_KEY_MAX];
+	MDB_val key;
+	int rc;
+
+	key.mv_size = webhook_key(k, 'w', id);
+	key.mv_data = k;
+	if ((rc = mdb_del(txn, store_dbi(st, DB_WEBHOOKS), &key, NULL)) != 0)
+		return rc;
+	key.mv_size = webhook_key(k, 'c', id);
+	key.mv_data = k;
+	rc = mdb_del(txn, store_dbi(st, DB_WEBHOOKS), &key, NULL);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int
 webhook_del(struct store *st, const char *tenant, const char *id,
     char **err_r)
@@ -461,14 +480,7 @@ webhook_del(struct store *st, const char *tenant, const char *id,
 		return -1;
 	}
 	json_decref(rec);
-	rc = mdb_del(txn, store_dbi(st, DB_WEBHOOKS), &key, NULL);
-	if (rc == 0) {
-		key.mv_size = webhook_key(k, 'c', id);
-		key.mv_data = k;
-		if ((rc = mdb_del(txn, store_dbi(st, DB_WEBHOOKS), &key,
-		    NULL)) == MDB_NOTFOUND)
-			rc = 0;
-	}
+	rc = webhook_del_txn(txn, st, id);
 	if (rc != 0 || (rc = mdb_txn_commit(txn)) != 0) {
 		if (rc != 0)
 			mdb_txn_abort(txn);
@@ -484,9 +496,7 @@ webhook_tenant_purge_txn(MDB_txn *txn, struct store *st, const char *tenant,
     int *n_r, char **err_r)
 {
 	json_t *all = webhook_records(txn, st), *v;
-	char k[WEBHOOK_KEY_MAX];
-	const char *id, *t, *kind;
-	MDB_val key;
+	const char *id, *t;
 	size_t i;
 	int rc = 0;
 
@@ -496,15 +506,7 @@ webhook_tenant_purge_txn(MDB_txn *txn, struct store *st, const char *tenant,
 		t = json_string_value(json_object_get(v, "tenant"));
 		if (id == NULL || t == NULL || strcmp(t, tenant) != 0)
 			continue;
-		for (kind = "wc"; *kind != '\0' && rc == 0; kind++) {
-			if ((key.mv_size = webhook_key(k, *kind, id)) == 0)
-				continue;
-			key.mv_data = k;
-			if ((rc = mdb_del(txn, store_dbi(st, DB_WEBHOOKS),
-			    &key, NULL)) == MDB_NOTFOUND)
-				rc = 0;
-		}
-		if (rc != 0)
+		if ((rc = webhook_del_txn(txn, st, id)) != 0)
 			break;
 		(*n_r)++;
 	}
