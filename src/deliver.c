@@ -858,6 +858,13 @@ deliver_target(const struct dhosts *hs, size_t i, int port,
 	return -1;
 }
 
+/* deliver_dest_port - the port d's hosts are reached on */
+static int
+deliver_dest_port(const struct ddest *d)
+{
+	return d->port ? d->port : env->conf->smtp_remote_port;
+}
+
 /* deliver_conn_adopt - an idle connection of another destination to the
  * host name, address and port d would try first: destinations whose MX
  * is the same host share its connections, as Postfix's connection cache
@@ -872,10 +879,8 @@ deliver_conn_adopt(struct ddest *d)
 	struct ddest *o;
 	struct dconn *cn;
 	size_t b;
-	int dport = d->port ? d->port : env->conf->smtp_remote_port;
-
-	if (d->hosts == NULL ||
-	    deliver_target(d->hosts, 0, dport, &wh, &want, &wl) == -1)
+	if (d->hosts == NULL || deliver_target(d->hosts, 0,
+	    deliver_dest_port(d), &wh, &want, &wl) == -1)
 		return NULL;
 	for (b = 0; b < DELIVER_HASH_SIZE; b++)
 		for (o = dl->dests[b]; o != NULL; o = o->hnext) {
@@ -884,9 +889,8 @@ deliver_conn_adopt(struct ddest *d)
 			TAILQ_FOREACH(cn, &o->conns, entry) {
 				if (cn->state != DCONN_IDLE || cn->job != NULL ||
 				    cn->c == NULL || deliver_target(cn->hosts,
-				    cn->target, o->port ? o->port :
-				    env->conf->smtp_remote_port, &hh, &have,
-				    &hl) == -1 || hl != wl ||
+				    cn->target, deliver_dest_port(o), &hh,
+				    &have, &hl) == -1 || hl != wl ||
 				    memcmp(&have, &want, wl) != 0 ||
 				    strcasecmp(hh, wh) != 0)
 					continue;
@@ -1067,7 +1071,7 @@ deliver_conn_connect(struct dconn *cn)
 	socklen_t sslen, srclen = 0;
 	const char *host;
 	char ip[INET6_ADDRSTRLEN];
-	int port = d->port ? d->port : c->smtp_remote_port;
+	int port = deliver_dest_port(d);
 	int verify = strcmp(c->smtp_tls_verify, "verify") == 0;
 
 	if (deliver_target(cn->hosts, cn->target, port, &host, &ss,

@@ -703,11 +703,7 @@ http_oploc(const struct http_ctx *c, const char *opid)
 		    getsockname(bufferevent_getfd(
 		    evhttp_connection_get_bufferevent(evcon)),
 		    (struct sockaddr *)&ss, &sl) == 0) {
-			if (ss.ss_family == AF_INET)
-				p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-			else if (ss.ss_family == AF_INET6)
-				p = ntohs(((struct sockaddr_in6 *)&ss)->
-				    sin6_port);
+			p = netaddr_port((struct sockaddr *)&ss);
 			if (p != 0 && p != 443)
 				snprintf(port, sizeof(port), ":%d", p);
 		}

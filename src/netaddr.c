@@ -180,6 +180,18 @@ netaddr_str(const struct sockaddr *sa, char *buf, size_t len)
 }
 
 int
+netaddr_port(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)(const void *)sa)->
+		    sin_port);
+	if (sa->sa_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->
+		    sin6_port);
+	return 0;
+}
+
+int
 netaddr_bind(const struct addrinfo *ai, char *addr, size_t addrlen)
 {
 	char host[INET6_ADDRSTRLEN], port[16];

@@ -27,6 +27,8 @@ void netaddr_cidr_str(const struct cidr *c, char *buf, size_t len);
 int netaddr_match(const struct cidr *c, const struct sockaddr *sa);
 /* netaddr_str - printable address of sa (no port) into buf */
 void netaddr_str(const struct sockaddr *sa, char *buf, size_t len);
+/* netaddr_port - the port of sa (AF_INET/AF_INET6), 0 for other families */
+int netaddr_port(const struct sockaddr *sa);
 
 struct addrinfo;
 /* netaddr_bind - a non-blocking, close-on-exec socket of ai bound to its

@@ -857,10 +857,7 @@ smtpc_connect(struct event_base *base, SSL_CTX *ssl_ctx,
 	if (c->ev_timer == NULL || c->ev_defer == NULL)
 		fatalx("smtpc_connect: event_new failed");
 	netaddr_str(dst, a, sizeof(a));
-	if (dst->sa_family == AF_INET)
-		port = ntohs(((const struct sockaddr_in *)dst)->sin_port);
-	else if (dst->sa_family == AF_INET6)
-		port = ntohs(((const struct sockaddr_in6 *)dst)->sin6_port);
+	port = netaddr_port(dst);
 	snprintf(c->peer, sizeof(c->peer), "%s%s%s:%d",
 	    dst->sa_family == AF_INET6 ? "[" : "", a,
 	    dst->sa_family == AF_INET6 ? "]" : "", port);
