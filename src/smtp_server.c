@@ -1687,7 +1687,7 @@ smtp_end_of_message(struct smtp_session *s)
 	const char *err = NULL, *hdr;
 	char local[LOCALPART_MAX_LEN + 1], dom[DOMAIN_MAX_LEN + 1];
 	char norm[DOMAIN_MAX_LEN + 1], qid[QUEUE_ID_LEN + 1], rid[25];
-	char *header_from = NULL, *msgid = NULL, *newid = NULL;
+	char *header_from = NULL, *newid = NULL;
 	json_t *client;
 	int rc;
 
@@ -1754,11 +1754,9 @@ smtp_end_of_message(struct smtp_session *s)
 	    sizeof(norm)) == -1)
 		goto refuse;
 	header_from = xasprintf("%s@%s", local, norm);
-	if (h.nmsgid > 0)
-		msgid = msgid_copy(hdr + h.msgid_off, h.msgid_len);
-	else {
+	if (tx->msgid == NULL) {	/* none in the header: ours */
 		util_random_id(rid, 24);
-		msgid = newid = xasprintf("<%s@%s>", rid,
+		tx->msgid = newid = xasprintf("<%s@%s>", rid,
 		    env->conf->hostname);
 	}
 	/* a header section with no body (RFC 5322 allows it) gets the
@@ -1776,7 +1774,7 @@ smtp_end_of_message(struct smtp_session *s)
 	qe.tenant = tx->tenant;
 	qe.mail_from = tx->mail_from;
 	qe.header_from = header_from;
-	qe.message_id = msgid;
+	qe.message_id = tx->msgid;
 	qe.rcpts = (const char *const *)tx->rcpts;
 	qe.nrcpts = tx->nrcpts;
 	qe.envid = tx->envid;
@@ -1793,7 +1791,6 @@ smtp_end_of_message(struct smtp_session *s)
 	    (unsigned long long)d->size);
 	json_decref(client);
 	free(header_from);
-	free(msgid);
 	return;
 refuse:
 	smtp_tx_end(s);
