@@ -210,6 +210,35 @@ queue_req_urgent(const struct queue_req *r)
 	return r->kind == QUEUE_REQ_SUBMIT || r->kind == QUEUE_REQ_EXEC;
 }
 
+/* queue_strv_dup - own copies of n strings (NULL entries stay NULL), or
+ * NULL when v is */
+static char **
+queue_strv_dup(const char *const *v, size_t n)
+{
+	char **out;
+	size_t i;
+
+	if (v == NULL)
+		return NULL;
+	out = xcalloc(n ? n : 1, sizeof(*out));
+	for (i = 0; i < n; i++)
+		out[i] = v[i] != NULL ? xstrdup(v[i]) : NULL;
+	return out;
+}
+
+/* queue_strv_free - what queue_strv_dup made */
+static void
+queue_strv_free(char **v, size_t n)
+{
+	size_t i;
+
+	if (v == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
 /* queue_req_free - release a request (main thread) */
 static void
 queue_req_free(struct queue_req *r)
@@ -220,16 +249,11 @@ queue_req_free(struct queue_req *r)
 	free(r->mail_from);
 	free(r->header_from);
 	free(r->message_id);
-	for (i = 0; i < r->nrcpts; i++) {
+	for (i = 0; i < r->nrcpts; i++)
 		free(r->rcpts[i]);
-		if (r->notify != NULL)
-			free(r->notify[i]);
-		if (r->orcpt != NULL)
-			free(r->orcpt[i]);
-	}
 	free(r->rcpts);
-	free(r->notify);
-	free(r->orcpt);
+	queue_strv_free(r->notify, r->nrcpts);
+	queue_strv_free(r->orcpt, r->nrcpts);
 	free(r->envid);
 	free(r->ret);
 	for (i = 0; i < r->nupd; i++) {
@@ -349,18 +373,8 @@ queue_submit(struct queue *q, const struct queue_envelope *envl,
 		r->rcpts[i] = xstrdup(envl->rcpts[i]);
 	r->envid = envl->envid ? xstrdup(envl->envid) : NULL;
 	r->ret = envl->ret ? xstrdup(envl->ret) : NULL;
-	if (envl->notify != NULL) {
-		r->notify = xcalloc(r->nrcpts ? r->nrcpts : 1, sizeof(char *));
-		for (i = 0; i < r->nrcpts; i++)
-			r->notify[i] = envl->notify[i] ?
-			    xstrdup(envl->notify[i]) : NULL;
-	}
-	if (envl->orcpt != NULL) {
-		r->orcpt = xcalloc(r->nrcpts ? r->nrcpts : 1, sizeof(char *));
-		for (i = 0; i < r->nrcpts; i++)
-			r->orcpt[i] = envl->orcpt[i] ?
-			    xstrdup(envl->orcpt[i]) : NULL;
-	}
+	r->notify = queue_strv_dup(envl->notify, r->nrcpts);
+	r->orcpt = queue_strv_dup(envl->orcpt, r->nrcpts);
 	/* the writer thread owns this copy: no shared jansson refcounts */
 	r->client = envl->client ? json_deep_copy(envl->client) : json_object();
 	if (r->client == NULL)
